@@ -1,0 +1,3 @@
+from ckpt_tui.cli import main
+
+main()

@@ -1,0 +1,308 @@
+"""The ``ckpt-tui`` command: the TUI by default, plus scan / ls / prune / rm for scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from ckpt_tui import __version__
+from ckpt_tui.clifmt import (
+    Progress,
+    plan_json,
+    print_plan,
+    print_result,
+    print_scan,
+    print_tree,
+    result_json,
+    tree_json,
+)
+from ckpt_tui.errors import CkptError
+from ckpt_tui.planning import Protection
+from ckpt_tui.service import CheckpointService
+from ckpt_tui.types import DeleteProgress, Plan
+
+T = TypeVar("T")
+EXIT_FAILED = 1  # some items failed, or the user's input was refused
+EXIT_REFUSED = 2  # asked to delete without --yes and without a terminal to ask on
+
+
+class _RootOrCommand(click.Group):
+    """``ckpt-tui [OPTIONS] [ROOT]`` opens the TUI; ``ckpt-tui scan ...`` runs a command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {"--db", "--recent"}
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a == "--":
+                break
+            if a.startswith("-"):
+                i += 2 if a in takes_value else 1
+                continue
+            if a not in self.commands:
+                ctx.meta["ckpt_root"] = a
+                args = args[:i] + args[i + 1:]
+            break
+        return super().parse_args(ctx, args)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _guard(fn: Callable[..., int | None]) -> Callable[..., None]:
+    """Turn a user-caused CkptError into one line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = fn(*args, **kwargs)
+        except CkptError as err:
+            click.echo(f"ckpt-tui: {err}", err=True)
+            sys.exit(EXIT_FAILED)
+        except KeyboardInterrupt:
+            click.echo("ckpt-tui: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code or 0)
+
+    return wrapper
+
+
+db_option = click.option(
+    "--db", "db", metavar="DB", default=None,
+    help="Index: a file path or an SQLAlchemy async URL (default: $CKPT_TUI_DB, else a file "
+         "in your user data directory).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _protection(recent: float) -> Protection:
+    return Protection(recent_seconds=recent)
+
+
+protect_options = [
+    click.option("--force", is_flag=True,
+                 help="Lift live-writer protection of the newest step and recently modified "
+                      "files (files open in other processes still need a second yes)."),
+    click.option("--recent", type=float, default=120.0, show_default=True, metavar="SECONDS",
+                 help="Files modified this recently are protected."),
+]
+
+
+def _add(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def deco(f: Any) -> Any:
+        for o in reversed(options):
+            f = o(f)
+        return f
+
+    return deco
+
+
+@click.group(cls=_RootOrCommand, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@db_option
+@click.option("--demo", is_flag=True, help="Build a demo tree in a temporary directory and open it.")
+@click.option("--read-only", is_flag=True, help="Browse only: deletion is turned off.")
+@click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
+@click.version_option(__version__, prog_name="ckpt-tui")
+@click.pass_context
+def main(ctx: click.Context, db: str | None, demo: bool, read_only: bool, verbose: int) -> None:
+    """Browse checkpoints under ROOT (default: the current directory) and delete safely.
+
+    \b
+    ckpt-tui [OPTIONS] [ROOT]        open the TUI on ROOT
+    ckpt-tui scan  ROOT              index ROOT
+    ckpt-tui ls    ROOT              list trainings, steps and files
+    ckpt-tui prune ROOT --keep N     delete all but the newest N steps
+    ckpt-tui rm    ROOT TARGET...    delete step directories or files
+    """
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+    if ctx.invoked_subcommand is not None:
+        return
+    root = ctx.meta.get("ckpt_root")
+    _guard(_open_tui)(root, db, demo, read_only)
+
+
+def _open_tui(root: str | None, db: str | None, demo: bool, read_only: bool) -> int:
+    if demo:
+        from ckpt_tui.demo import build_demo
+
+        click.echo("building the demo tree…", err=True)
+        tree = build_demo()
+        root = str(tree.root)
+        db = db or str(tree.db_path)
+    root = os.path.abspath(root or os.getcwd())
+    from ckpt_tui.tui import run_tui
+
+    return run_tui(root, db, read_only=read_only)
+
+
+@main.command()
+@click.argument("root", type=click.Path(file_okay=True, dir_okay=True))
+@db_option
+@json_option
+@_guard
+def scan(root: str, db: str | None, as_json: bool) -> int:
+    """Index ROOT (incremental: unchanged files are not read again)."""
+
+    async def go() -> int:
+        async with await CheckpointService.open(db) as svc:
+            progress = Progress.for_scan(enabled=not as_json)
+            result = await svc.scan(root, progress.on_scan if progress else None)
+            if progress:
+                progress.close()
+            if as_json:
+                click.echo(json.dumps({
+                    "root": result.root, "trainings": result.trainings, "steps": result.steps,
+                    "files": result.files, "size_bytes": result.size_bytes,
+                    "headers_read": result.headers_read,
+                    "headers_reused": result.headers_reused,
+                    "removed_files": result.removed_files, "seconds": round(result.seconds, 3),
+                    "notes": list(result.notes),
+                }))
+            else:
+                print_scan(result)
+            return 0
+
+    return _run(go())
+
+
+@main.command(name="ls")
+@click.argument("root", type=click.Path())
+@db_option
+@click.option("--training", "trainings", multiple=True, metavar="NAME",
+              help="Only this training (repeatable).")
+@json_option
+@_guard
+def ls_cmd(root: str, db: str | None, trainings: tuple[str, ...], as_json: bool) -> int:
+    """List trainings, steps and files of ROOT (scanning it first if it is not indexed)."""
+
+    async def go() -> int:
+        async with await CheckpointService.open(db) as svc:
+            info = await svc.get_root(root)
+            if info is None or info.scanned_at is None:
+                await svc.scan(root)
+                info = await svc.get_root(root)
+            assert info is not None
+            tree = await svc.tree(info.id, trainings or None)
+            if trainings:
+                found = {t.training.name for t in tree} | {
+                    os.path.relpath(t.training.path, info.path) for t in tree}
+                missing = [n for n in trainings if n not in found]
+                if missing:
+                    click.echo(f"ckpt-tui: no training named {missing[0]!r} under {info.path}",
+                               err=True)
+                    return EXIT_FAILED
+            if as_json:
+                click.echo(json.dumps(tree_json(info.path, tree)))
+            else:
+                print_tree(info.path, tree)
+            return 0
+
+    return _run(go())
+
+
+@main.command()
+@click.argument("root", type=click.Path())
+@click.option("--keep", type=click.IntRange(min=1), required=True, metavar="N",
+              help="Keep the newest N steps of each training (N >= 1).")
+@click.option("--training", "trainings", multiple=True, metavar="NAME",
+              help="Only this training (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask: delete the plan.")
+@json_option
+@db_option
+@_add(protect_options)
+@_guard
+def prune(root: str, keep: int, trainings: tuple[str, ...], dry_run: bool, yes: bool,
+          as_json: bool, db: str | None, force: bool, recent: float) -> int:
+    """Delete all but the newest N steps (pinned steps are always kept)."""
+
+    async def make(svc: CheckpointService, root_id: int, include_open: bool) -> Plan:
+        return await svc.planner.plan_retention(root_id, keep, trainings or None, force=force,
+                                                include_open=include_open)
+
+    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, force, recent))
+
+
+@main.command()
+@click.argument("root", type=click.Path())
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask: delete the plan.")
+@json_option
+@db_option
+@_add(protect_options)
+@_guard
+def rm(root: str, targets: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool,
+       db: str | None, force: bool, recent: float) -> int:
+    """Delete step directories or files under ROOT (exactly what was scanned)."""
+
+    async def make(svc: CheckpointService, root_id: int, include_open: bool) -> Plan:
+        return await svc.planner.plan_targets(root_id, targets, force=force,
+                                              include_open=include_open)
+
+    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, force, recent))
+
+
+async def _delete_flow(
+    root: str, db: str | None,
+    make: Callable[[CheckpointService, int, bool], Coroutine[Any, Any, Plan]],
+    dry_run: bool, yes: bool, as_json: bool, force: bool, recent: float,
+) -> int:
+    async with await CheckpointService.open(db, protection=_protection(recent)) as svc:
+        info = await svc.get_root(root)
+        if info is None or info.scanned_at is None:
+            await svc.scan(root)
+            info = await svc.get_root(root)
+        assert info is not None
+        plan = await make(svc, info.id, False)
+        interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        if dry_run:
+            click.echo(json.dumps(plan_json(plan))) if as_json else print_plan(plan, dry_run=True)
+            return 0
+        if not as_json:
+            print_plan(plan, dry_run=False)
+        if plan.empty and not any(p.needs_confirmation for p in plan.protected):
+            if as_json:
+                click.echo(json.dumps(result_json(None)))
+            return 0
+        allow_open = False
+        if not yes:
+            if not interactive:
+                click.echo("ckpt-tui: refusing to delete without --yes when there is no terminal "
+                           "to confirm on; nothing was deleted", err=True)
+                return EXIT_REFUSED
+            if not plan.empty and not click.confirm(
+                    f"Delete {plan.file_count} files in {len(plan.steps)} steps?", default=False):
+                click.echo("nothing was deleted", err=True)
+                return 0
+        open_items = [p for p in plan.protected if p.needs_confirmation]
+        if open_items and interactive and click.confirm(
+                f"{len(open_items)} file(s) are open in another process "
+                f"(e.g. {open_items[0].path}: {open_items[0].reason}). Delete them too?",
+                default=False):
+            allow_open = True
+            plan = await make(svc, info.id, True)
+        progress = Progress.for_delete(plan, enabled=not as_json)
+        on_progress: Callable[[DeleteProgress], None] | None = (
+            progress.on_delete if progress else None)
+        result = await svc.execute(plan, on_progress, allow_open=allow_open)
+        if progress:
+            progress.close()
+        if as_json:
+            click.echo(json.dumps(result_json(result)))
+        else:
+            print_result(result)
+        return 0 if result.ok else EXIT_FAILED
+

@@ -1,0 +1,219 @@
+"""CLI output: aligned tables, JSON shapes (a contract for scripts) and terminal progress bars."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+import humanize
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichProgress
+
+from ckpt_tui.types import DeleteProgress, ExecuteResult, Outcome, Plan, ScanProgress, ScanResult
+from ckpt_tui.types import TrainingTree
+
+SHOW_PATHS = 10  # plan listings show this many steps before "... and N more"
+
+
+def size(n: int) -> str:
+    return humanize.naturalsize(n)
+
+
+def age(mtime_ns: int | None) -> str:
+    if not mtime_ns:
+        return "-"
+    return humanize.naturaltime(time.time() - mtime_ns / 1e9)
+
+
+def _table(rows: list[list[str]], right: set[int]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
+                 enumerate(zip(r, widths, strict=True))]
+        click.echo("  ".join(cells).rstrip())
+
+
+def tree_json(root: str, tree: list[TrainingTree]) -> dict[str, Any]:
+    return {
+        "root": root,
+        "trainings": [
+            {
+                "name": t.training.name, "path": t.training.path,
+                "size_bytes": t.training.size_bytes, "disk_bytes": t.training.disk_bytes,
+                "step_count": t.training.step_count,
+                "steps": [
+                    {
+                        "step": s.step.step, "path": s.step.path, "size_bytes": s.step.size_bytes,
+                        "disk_bytes": s.step.disk_bytes,
+                        "status": "incomplete" if s.step.incomplete else "ok",
+                        "problems": list(s.step.problems), "pinned": s.step.pinned,
+                        "mtime_ns": s.step.mtime_ns,
+                        "files": [
+                            {
+                                "path": f.path, "layer": f.layer, "hook": f.hook,
+                                "size_bytes": f.size_bytes, "disk_bytes": f.disk_bytes,
+                                "status": f.status.value, "error": f.error,
+                            }
+                            for f in s.files
+                        ],
+                    }
+                    for s in t.steps
+                ],
+            }
+            for t in tree
+        ],
+    }
+
+
+def print_tree(root: str, tree: list[TrainingTree]) -> None:
+    click.echo(f"root {root}")
+    if not tree:
+        click.echo("no checkpoints found")
+        return
+    rows = [["TRAINING / STEP", "SIZE", "FILES", "LAYERS", "AGE", "STATUS"]]
+    total = files = 0
+    for t in tree:
+        ti = t.training
+        rng = f"steps {ti.min_step}..{ti.max_step}" if ti.step_count else "no steps"
+        rows.append([ti.name, size(ti.size_bytes), str(ti.file_count), str(ti.layer_count or '-'),
+                     age(ti.newest_mtime_ns), f"{ti.step_count} steps ({rng})"])
+        total += ti.size_bytes
+        files += ti.file_count
+        for s in t.steps:
+            flag = "; ".join(s.step.problems) if s.step.incomplete else "ok"
+            if s.step.pinned:
+                flag = "pinned, " + flag
+            rows.append([f"  {s.step.dirname}", size(s.step.size_bytes), str(s.step.file_count),
+                         str(s.step.layer_count or '-'), age(s.step.mtime_ns), flag])
+    _table(rows, {1, 2, 3})
+    click.echo(f"total {size(total)} in {files} files, {len(tree)} trainings")
+
+
+def print_scan(r: ScanResult) -> None:
+    click.echo(
+        f"scanned {r.root}: {r.trainings} trainings, {r.steps} steps, {r.files} files, "
+        f"{size(r.size_bytes)} in {r.seconds:.2f}s (headers read {r.headers_read}, "
+        f"reused {r.headers_reused}, {r.removed_files} gone from disk)"
+    )
+    for note in r.notes[:20]:
+        click.echo(f"  note: {note}")
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "dry_run": True,
+        "root": plan.root,
+        "delete": [
+            {"training": s.training, "step": s.step, "path": s.path, "size_bytes": s.size_bytes,
+             "whole": s.whole, "files": [f"{plan.root}/{f.path_rel}" for f in s.files]}
+            for s in plan.steps
+        ],
+        "keep": [
+            {"training": k.training, "step": k.step, "path": k.path, "size_bytes": k.size_bytes,
+             "reasons": list(k.reasons)}
+            for k in plan.keep
+        ],
+        "protected": [{"path": p.path, "reason": p.reason} for p in plan.protected],
+        "files": plan.file_count,
+        "bytes": plan.bytes,
+    }
+
+
+def print_plan(plan: Plan, *, dry_run: bool) -> None:
+    for k in plan.keep:
+        click.echo(f"keep    {k.training} {k.step:>10}  {size(k.size_bytes):>10}  "
+                   f"({', '.join(k.reasons)})")
+    for p in plan.protected[:SHOW_PATHS]:
+        click.echo(f"protect {p.path}: {p.reason}")
+    if len(plan.protected) > SHOW_PATHS:
+        click.echo(f"protect ... and {len(plan.protected) - SHOW_PATHS} more")
+    rows = [["", "TRAINING", "STEP", "SIZE", "FILES", "PATH"]]
+    for s in plan.steps:
+        what = "delete" if s.whole else "partial"
+        rows.append([what, s.training, str(s.step), size(s.size_bytes), str(len(s.files)), s.path])
+    if len(rows) > 1:
+        _table(rows[: SHOW_PATHS * 3 + 1], {2, 3, 4})
+        if len(rows) > SHOW_PATHS * 3 + 1:
+            click.echo(f"... and {len(rows) - 1 - SHOW_PATHS * 3} more steps")
+    verb = "would free" if dry_run else "to free"
+    click.echo(f"{len(plan.steps)} steps, {plan.file_count} files, {verb} {size(plan.bytes)}"
+               + (" (dry run: nothing deleted)" if dry_run else ""))
+
+
+def result_json(result: ExecuteResult | None) -> dict[str, Any]:
+    if result is None:
+        return {"dry_run": False, "deleted": [], "failed": [], "skipped": [], "freed_bytes": 0,
+                "removed_dirs": []}
+    return {
+        "dry_run": False,
+        "deleted": [{"path": r.path, "size_bytes": r.freed_bytes,
+                     "already_gone": r.outcome == Outcome.ALREADY_GONE} for r in result.deleted],
+        "failed": [{"path": r.path, "error": r.error or r.outcome.value} for r in result.failed],
+        "skipped": [{"path": r.path, "reason": r.error} for r in result.results
+                    if r.outcome == Outcome.SKIPPED],
+        "removed_dirs": list(result.removed_dirs),
+        "freed_bytes": result.freed_bytes,
+        "stopped": result.stopped,
+        "cancelled": result.cancelled,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def print_result(result: ExecuteResult) -> None:
+    for r in result.failed[:SHOW_PATHS]:
+        click.echo(f"failed  {r.path}: {r.error}", err=True)
+    if len(result.failed) > SHOW_PATHS:
+        click.echo(f"failed  ... and {len(result.failed) - SHOW_PATHS} more", err=True)
+    if result.stopped:
+        click.echo(f"ckpt-tui: {result.stopped}", err=True)
+    click.echo(f"deleted {len(result.deleted)} files, removed {len(result.removed_dirs)} emptied "
+               f"directories, freed {size(result.freed_bytes)} in {result.seconds:.2f}s"
+               + (f"; {len(result.failed)} failed" if result.failed else ""))
+
+
+class Progress:
+    """A rich progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, bar: RichProgress, task: TaskID) -> None:
+        self.bar = bar
+        self.task = task
+
+    @classmethod
+    def for_scan(cls, *, enabled: bool) -> Progress | None:
+        if not (enabled and sys.stderr.isatty()):
+            return None
+        bar = RichProgress(TextColumn("scanning"), BarColumn(), TextColumn("{task.description}"),
+                           console=Console(stderr=True), transient=True)
+        bar.start()
+        return cls(bar, bar.add_task("", total=None))
+
+    @classmethod
+    def for_delete(cls, plan: Plan, *, enabled: bool) -> Progress | None:
+        if not (enabled and sys.stderr.isatty()) or plan.empty:
+            return None
+        bar = RichProgress(TextColumn("deleting"), BarColumn(), DownloadColumn(),
+                           TransferSpeedColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                           console=Console(stderr=True), transient=True)
+        bar.start()
+        return cls(bar, bar.add_task("", total=plan.bytes or 1))
+
+    def on_scan(self, p: ScanProgress) -> None:
+        self.bar.update(self.task, description=f"{p.files_seen} files, {p.steps_found} steps, "
+                                               f"{size(p.bytes_seen)}")
+
+    def on_delete(self, p: DeleteProgress) -> None:
+        self.bar.update(self.task, completed=p.bytes_freed)
+
+    def close(self) -> None:
+        self.bar.stop()

@@ -1,0 +1,17 @@
+"""Index database: typed models and an engine with the pragmas deletion relies on."""
+
+from ckpt_tui.db.engine import Database, default_db_url, open_database
+from ckpt_tui.db.models import SCHEMA_VERSION, Base, FileRow, Meta, Root, Step, Training
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Base",
+    "Database",
+    "FileRow",
+    "Meta",
+    "Root",
+    "Step",
+    "Training",
+    "default_db_url",
+    "open_database",
+]

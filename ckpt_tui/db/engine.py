@@ -1,0 +1,154 @@
+"""Engine set-up: URL resolution, per-connection pragmas, schema version and integrity checks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from sqlalchemy import event, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ckpt_tui.db.models import SCHEMA_VERSION, Base, Meta
+from ckpt_tui.errors import IndexBusy, IndexError_
+
+APP_NAME = "ckpt-tui"
+ENV_DB = "CKPT_TUI_DB"
+BUSY_TIMEOUT_MS = 5_000
+
+
+def default_db_url() -> str:
+    """``$CKPT_TUI_DB`` if set, else a file in the user data directory (never in a root)."""
+    env = os.environ.get(ENV_DB)
+    if env:
+        return to_url(env)
+    data = Path(platformdirs.user_data_dir(APP_NAME))
+    return to_url(str(data / "index.sqlite3"))
+
+
+def to_url(db: str) -> str:
+    """Accept a file path or an SQLAlchemy async URL."""
+    if "://" in db:
+        return db
+    return f"sqlite+aiosqlite:///{Path(db).expanduser().resolve()}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """The driver's message on one line, without SQLAlchemy's SQL echo and links."""
+    orig = getattr(exc, "orig", None)
+    msg = str(orig if orig is not None else exc)
+    return msg.splitlines()[0] if msg else type(exc).__name__
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    return "database is locked" in describe_error(exc) or "database is busy" in describe_error(exc)
+
+
+@dataclass
+class Database:
+    """An async engine plus what the service needs to know about where it lives."""
+
+    url: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    lock_path: Path
+    sqlite_path: Path | None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @property
+    def display(self) -> str:
+        return str(self.sqlite_path) if self.sqlite_path else make_url(self.url).render_as_string()
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.close()
+
+
+def _lock_path_for(url: str, sqlite_path: Path | None) -> Path:
+    if sqlite_path is not None:
+        return sqlite_path.with_name(sqlite_path.name + ".lock")
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(platformdirs.user_cache_dir(APP_NAME)) / "locks" / f"{digest}.lock"
+
+
+async def open_database(db: str | None = None, *, create: bool = True) -> Database:
+    """Open (and create or verify) the index; raises IndexError_/IndexBusy with one line."""
+    url = to_url(db) if db else default_db_url()
+    try:
+        parsed = make_url(url)
+    except SQLAlchemyError as exc:
+        raise IndexError_(f"index URL {db!r} is not valid: {describe_error(exc)}") from None
+    sqlite_path: Path | None = None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            sqlite_path = Path(parsed.database)
+            if sqlite_path.is_dir():
+                raise IndexError_(f"index {sqlite_path} is a directory, not a database file")
+            if not sqlite_path.exists() and not create:
+                raise IndexError_(f"index {sqlite_path} does not exist")
+            try:
+                sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise IndexError_(f"cannot create the index directory: {exc}") from None
+    try:
+        engine = create_async_engine(url)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise IndexError_(f"cannot use index {db or url}: {describe_error(exc)}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    database = Database(
+        url=url,
+        engine=engine,
+        sessions=async_sessionmaker(engine, expire_on_commit=False),
+        lock_path=_lock_path_for(url, sqlite_path),
+        sqlite_path=sqlite_path,
+    )
+    where = str(sqlite_path) if sqlite_path else parsed.render_as_string()
+    try:
+        await _prepare(database)
+    except (IndexError_, IndexBusy):
+        await engine.dispose()
+        raise
+    except (DBAPIError, SQLAlchemyError, OSError) as exc:
+        await engine.dispose()
+        if is_locked_error(exc):
+            raise IndexBusy(f"index {where} is locked by another process") from None
+        raise IndexError_(f"index {where} cannot be used: {describe_error(exc)}") from None
+    return database
+
+
+async def _prepare(database: Database) -> None:
+    async with database.engine.begin() as conn:
+        if database.is_sqlite:
+            row = (await conn.execute(text("PRAGMA quick_check"))).scalar()
+            if row != "ok":
+                raise IndexError_(f"index {database.display} is corrupt (quick_check: {row})")
+        await conn.run_sync(Base.metadata.create_all)
+        found = (
+            await conn.execute(select(Meta.value).where(Meta.key == "schema_version"))
+        ).scalar()
+        if found is None:
+            await conn.execute(
+                Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+            )
+        elif found != str(SCHEMA_VERSION):
+            raise IndexError_(
+                f"index {database.display} has schema version {found}; this ckpt-tui "
+                f"understands version {SCHEMA_VERSION}: use a matching release or a new --db"
+            )

@@ -1,0 +1,87 @@
+"""Typed SQLAlchemy 2 models: roots -> trainings -> steps -> files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Key/value facts about the index itself, e.g. ``schema_version``."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Root(Base):
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    dev: Mapped[int] = mapped_column(BigInteger)
+    ino: Mapped[int] = mapped_column(BigInteger)
+    scanned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trainings: Mapped[list[Training]] = relationship(
+        back_populates="root", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Training(Base):
+    __tablename__ = "trainings"
+    __table_args__ = (Index("ix_trainings_root_rel", "root_id", "relpath", unique=True),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    relpath: Mapped[str] = mapped_column(Text)  # "" when the root itself is the training
+    root: Mapped[Root] = relationship(back_populates="trainings")
+    steps: Mapped[list[Step]] = relationship(
+        back_populates="training", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Step(Base):
+    __tablename__ = "steps"
+    __table_args__ = (Index("ix_steps_training_rel", "training_id", "relpath", unique=True),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    training_id: Mapped[int] = mapped_column(ForeignKey("trainings.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(BigInteger)
+    dirname: Mapped[str] = mapped_column(Text)
+    relpath: Mapped[str] = mapped_column(Text)  # from the root, "/"-separated
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    training: Mapped[Training] = relationship(back_populates="steps")
+    files: Mapped[list[FileRow]] = relationship(
+        back_populates="step", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class FileRow(Base):
+    __tablename__ = "files"
+    __table_args__ = (
+        Index("ix_files_step_rel", "step_id", "relpath", unique=True),
+        Index("ix_files_state", "state"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"))
+    relpath: Mapped[str] = mapped_column(Text)  # from the step directory
+    layer: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    disk_bytes: Mapped[int] = mapped_column(BigInteger)
+    inode: Mapped[int] = mapped_column(BigInteger)
+    dev: Mapped[int] = mapped_column(BigInteger)
+    nlink: Mapped[int] = mapped_column(Integer, default=1)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    header: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    meta: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    step: Mapped[Step] = relationship(back_populates="files")

@@ -1,0 +1,373 @@
+"""Carry out a Plan under the deletion contract, and finish deletions a crash interrupted.
+
+For each batch: claim the rows (``state='deleting'``, committed and synced) before any unlink;
+unlink and collapse in a thread through directory fds; then, in one transaction, drop the rows
+of what went and keep the rows, with the error, of what did not. A lock file held for the
+whole run serialises deleters on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from ckpt_tui import fs, layout
+from ckpt_tui.db import Database, FileRow, Root, Step, Training
+from ckpt_tui.db.engine import describe_error, is_locked_error
+from ckpt_tui.errors import IndexBusy, IndexError_, RootError
+from ckpt_tui.procfs import open_files
+from ckpt_tui.types import (
+    DeleteProgress,
+    ExecuteResult,
+    FileStatus,
+    ItemResult,
+    Outcome,
+    Plan,
+    PlannedFile,
+    PlannedStep,
+    RowState,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH_FILES = 1000  # files claimed per transaction
+CHUNK = 500  # ids per IN (...) clause
+
+ProgressFn = Callable[[DeleteProgress], None]
+
+
+@contextmanager
+def deletion_lock(db: Database, *, wait: bool = False) -> Iterator[None]:
+    """Exclusive lock for deleting through this index; IndexBusy if another process holds it."""
+    db.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise IndexBusy(
+                f"index {db.display} is busy: another ckpt-tui is deleting; try again when it "
+                "finishes") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Run:
+    """Mutable tallies of one execute() call."""
+
+    total_files: int
+    total_bytes: int
+    results: list[ItemResult] = field(default_factory=list)
+    removed_dirs: list[str] = field(default_factory=list)
+    removed_steps: list[int] = field(default_factory=list)
+    freed: int = 0
+
+
+class Deleter:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def execute(
+        self,
+        plan: Plan,
+        on_progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        allow_open: bool = False,
+    ) -> ExecuteResult:
+        t0 = time.perf_counter()
+        cancel = cancel or threading.Event()
+        run = _Run(plan.file_count, plan.bytes)
+        stopped: str | None = None
+        if plan.empty:
+            return ExecuteResult((), (), (), 0, seconds=0.0)
+        root = await self._root_handle(plan.root_id, plan.root)
+        with deletion_lock(self.db):
+            busy = {} if allow_open else open_files()
+            for batch in _batches(plan.steps):
+                if cancel.is_set():
+                    break
+                claimed = await self._claim([f.file_id for s in batch for f in s.files])
+                stopped = await self._run_batch(root, batch, claimed, busy, run, on_progress,
+                                                cancel)
+                if stopped:
+                    break
+        skipped = {r.file_id for r in run.results}
+        for s in plan.steps:
+            for f in s.files:
+                if f.file_id not in skipped:
+                    run.results.append(ItemResult(f.file_id, s.step_id, _abs(plan.root, f),
+                                                  Outcome.SKIPPED, error=stopped or "cancelled"))
+        return ExecuteResult(
+            results=tuple(run.results), removed_dirs=tuple(run.removed_dirs),
+            removed_step_ids=tuple(run.removed_steps), freed_bytes=run.freed,
+            cancelled=cancel.is_set() and stopped is None, stopped=stopped,
+            seconds=time.perf_counter() - t0,
+        )
+
+    async def _root_handle(self, root_id: int, root_path: str) -> fs.RootHandle:
+        async with self.db.sessions() as session:
+            row = await session.get(Root, root_id)
+        if row is None or row.path != root_path:
+            raise RootError(f"root {root_path} is not in the index")
+        handle = fs.check_root(row.path)
+        if (handle.dev, handle.ino) != (row.dev, row.ino):
+            raise RootError(f"root {row.path} was replaced since it was scanned; scan it again")
+        return handle
+
+    async def _claim(self, file_ids: list[int]) -> set[int]:
+        """Mark active rows ``deleting`` and commit: the durable intent before any unlink."""
+        claimed: set[int] = set()
+        try:
+            async with self.db.sessions() as session, session.begin():
+                for i in range(0, len(file_ids), CHUNK):
+                    chunk = file_ids[i:i + CHUNK]
+                    q = select(FileRow.id).where(FileRow.id.in_(chunk),
+                                                 FileRow.state == RowState.ACTIVE.value)
+                    ids = list((await session.execute(q)).scalars())
+                    if ids:
+                        await session.execute(update(FileRow).where(FileRow.id.in_(ids))
+                                              .values(state=RowState.DELETING.value))
+                    claimed.update(ids)
+        except (DBAPIError, SQLAlchemyError) as exc:
+            if is_locked_error(exc):
+                raise IndexBusy(f"index {self.db.display} is locked; nothing was deleted") from None
+            raise IndexError_(f"cannot record the deletion in index {self.db.display}: "
+                              f"{describe_error(exc)}; nothing was deleted") from None
+        return claimed
+
+    async def _run_batch(
+        self,
+        root: fs.RootHandle,
+        batch: list[PlannedStep],
+        claimed: set[int],
+        busy: dict[tuple[int, int], str],
+        run: _Run,
+        on_progress: ProgressFn | None,
+        cancel: threading.Event,
+    ) -> str | None:
+        loop = asyncio.get_running_loop()
+        step_of = {f.file_id: s.step_id for s in batch for f in s.files}
+        dev = root.dev
+        batch_results: list[ItemResult] = []
+        work: list[tuple[tuple[str, ...], list[PlannedFile]]] = []
+        for s in batch:
+            files = []
+            for f in s.files:
+                path = _abs(root.path, f)
+                if f.file_id not in claimed:
+                    batch_results.append(ItemResult(f.file_id, s.step_id, path, Outcome.SKIPPED,
+                                                    error="no longer in the index, or claimed "
+                                                          "by another deleter"))
+                elif (dev, f.inode) in busy:
+                    batch_results.append(ItemResult(f.file_id, s.step_id, path, Outcome.FAILED,
+                                                    error=f"open in {busy[(dev, f.inode)]}"))
+                else:
+                    files.append(f)
+            work.append((s.relparts, files))
+        run.results += batch_results
+
+        def report(item: ItemResult | None, dirs: tuple[str, ...], steps: tuple[int, ...]) -> None:
+            if on_progress is not None:
+                on_progress(DeleteProgress(item, len(run.results), run.total_files, run.freed,
+                                           run.total_bytes, dirs, steps))
+
+        def on_file(o: fs.FileOutcome) -> None:
+            item = ItemResult(o.file.file_id, step_of[o.file.file_id], _abs(root.path, o.file),
+                              o.outcome, o.freed_bytes, o.error)
+            batch_results.append(item)
+            loop.call_soon_threadsafe(_record, run, item, report)
+
+        step_by_parts = {s.relparts: s.step_id for s in batch}
+
+        def on_dirs(step_parts: tuple[str, ...], removed: list[str]) -> None:
+            step_path = os.path.join(root.path, *step_parts)
+            gone_step = step_path in removed
+            sid = step_by_parts[step_parts]
+            loop.call_soon_threadsafe(_record_dirs, run, removed, sid if gone_step else None,
+                                      report)
+
+        stopped: str | None = None
+        try:
+            await asyncio.to_thread(fs.delete_steps, root, work, on_file, on_dirs, cancel.is_set)
+        except fs.StopBatch as stop:
+            stopped = f"stopped: {stop}; nothing after it was touched, run again to resume"
+            log.error("deletion %s", stopped)
+        except RootError as err:
+            stopped = str(err)
+        await asyncio.sleep(0)  # let the thread's last callbacks run
+        await self._finish(root, batch, batch_results, claimed)
+        return stopped
+
+    async def _finish(
+        self, root: fs.RootHandle, batch: list[PlannedStep], results: list[ItemResult],
+        claimed: set[int],
+    ) -> None:
+        """One transaction: drop rows of what went, keep (with the error) rows of what did not."""
+        gone = [r.file_id for r in results if r.outcome in (Outcome.DELETED, Outcome.ALREADY_GONE)]
+        errors = {r.file_id: r.error for r in results
+                  if r.outcome in (Outcome.FAILED, Outcome.CHANGED) and r.file_id in claimed}
+        untouched = claimed - set(gone) - set(errors)
+        async with self.db.sessions() as session, session.begin():
+            for i in range(0, len(gone), CHUNK):
+                await session.execute(delete(FileRow).where(FileRow.id.in_(gone[i:i + CHUNK])))
+            for fid, err in errors.items():
+                await session.execute(update(FileRow).where(FileRow.id == fid).values(
+                    state=RowState.ACTIVE.value, error=err))
+            ids = sorted(untouched)
+            for i in range(0, len(ids), CHUNK):
+                await session.execute(update(FileRow).where(FileRow.id.in_(ids[i:i + CHUNK]))
+                                      .values(state=RowState.ACTIVE.value))
+            await self._drop_vanished_steps(session, root, [s.step_id for s in batch])
+
+    async def _drop_vanished_steps(self, session: object, root: fs.RootHandle,
+                                   step_ids: list[int]) -> None:
+        """Drop step rows with no files whose directory is gone; then trainings with no steps."""
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        assert isinstance(session, AsyncSession)
+        has_files = exists().where(FileRow.step_id == Step.id)
+        q = select(Step.id, Step.relpath, Step.training_id).where(Step.id.in_(step_ids), ~has_files)
+        empty = (await session.execute(q)).all()
+        drop = [sid for sid, rel, _ in empty if not _dir_exists(root, rel)]
+        if drop:
+            await session.execute(delete(Step).where(Step.id.in_(drop)))
+            tids = {tid for sid, _, tid in empty if sid in drop}
+            has_steps = exists().where(Step.training_id == Training.id)
+            await session.execute(delete(Training).where(Training.id.in_(tids), ~has_steps))
+
+    async def recover(self) -> int:
+        """Finish deletions that an earlier run committed to but did not complete.
+
+        Skipped when another process holds the deletion lock (it is still working on them).
+        """
+        async with self.db.sessions() as session:
+            q = (select(FileRow.id, FileRow.relpath, FileRow.size_bytes, FileRow.disk_bytes,
+                        FileRow.inode, FileRow.mtime_ns, FileRow.nlink, FileRow.status, Step.id,
+                        Step.step, Step.relpath, Training.id, Training.name, Training.root_id)
+                 .join(Step, Step.id == FileRow.step_id)
+                 .join(Training, Training.id == Step.training_id)
+                 .where(FileRow.state == RowState.DELETING.value))
+            rows = (await session.execute(q)).all()
+        if not rows:
+            return 0
+        try:
+            with deletion_lock(self.db):
+                return await self._recover_rows(rows)
+        except IndexBusy:
+            log.info("another deleter holds the lock; leaving %d rows to it", len(rows))
+            return 0
+
+    async def _recover_rows(self, rows: list[tuple[object, ...]]) -> int:
+        by_root: dict[int, dict[int, list[tuple[object, ...]]]] = {}
+        for r in rows:
+            by_root.setdefault(int(str(r[13])), {}).setdefault(int(str(r[8])), []).append(r)
+        done = 0
+        for root_id, steps in by_root.items():
+            async with self.db.sessions() as session:
+                root_row = await session.get(Root, root_id)
+            if root_row is None:
+                continue
+            try:
+                root = fs.check_root(root_row.path)
+            except RootError as err:
+                log.warning("cannot finish interrupted deletions under %s: %s", root_row.path, err)
+                continue
+            batch: list[PlannedStep] = []
+            unsafe: list[int] = []
+            for sid, rs in steps.items():
+                files = []
+                for r in rs:
+                    parts = layout.validate_file_record(str(r[10]), str(r[1]))
+                    if parts is None:
+                        unsafe.append(int(str(r[0])))
+                        continue
+                    files.append(PlannedFile(
+                        int(str(r[0])), parts, int(str(r[2])), int(str(r[3])), int(str(r[4])),
+                        int(str(r[5])), int(str(r[6])), str(r[7]) == FileStatus.SYMLINK))
+                first = rs[0]
+                batch.append(PlannedStep(sid, str(first[12]), int(str(first[11])),
+                                         int(str(first[9])), os.path.join(root.path, str(first[10])),
+                                         tuple(str(first[10]).split("/")), tuple(files), False))
+            run = _Run(sum(len(s.files) for s in batch), 0)
+            claimed = {f.file_id for s in batch for f in s.files}
+            await self._run_batch(root, batch, claimed, {}, run, None, threading.Event())
+            if unsafe:
+                async with self.db.sessions() as session, session.begin():
+                    await session.execute(update(FileRow).where(FileRow.id.in_(unsafe)).values(
+                        state=RowState.ACTIVE.value,
+                        error="refused: the index row is not a valid path inside the root"))
+            done += len(claimed)
+            log.info("finished %d interrupted deletions under %s", len(claimed), root.path)
+        return done
+
+
+def _record(run: _Run, item: ItemResult,
+            report: Callable[[ItemResult | None, tuple[str, ...], tuple[int, ...]], None]) -> None:
+    run.results.append(item)
+    run.freed += item.freed_bytes
+    report(item, (), ())
+
+
+def _record_dirs(run: _Run, removed: list[str], step_id: int | None,
+                 report: Callable[[ItemResult | None, tuple[str, ...], tuple[int, ...]], None]
+                 ) -> None:
+    run.removed_dirs += removed
+    steps: tuple[int, ...] = ()
+    if step_id is not None:
+        run.removed_steps.append(step_id)
+        steps = (step_id,)
+    if removed:
+        report(None, tuple(removed), steps)
+
+
+def _abs(root: str, f: PlannedFile) -> str:
+    return os.path.join(root, *f.relparts)
+
+
+def _dir_exists(root: fs.RootHandle, relpath: str) -> bool:
+    parts = layout.split_relpath(relpath)
+    if parts is None:
+        return True  # cannot judge an unsafe row: keep it
+    try:
+        with fs.open_root(root) as fd:
+            cur = fd
+            opened: list[int] = []
+            try:
+                for p in parts:
+                    cur = fs.open_dir_at(cur, p, root.dev)
+                    opened.append(cur)
+            finally:
+                for o in opened:
+                    os.close(o)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _batches(steps: tuple[PlannedStep, ...]) -> Iterator[list[PlannedStep]]:
+    """Whole steps per batch, about BATCH_FILES files each."""
+    batch: list[PlannedStep] = []
+    n = 0
+    for s in steps:
+        batch.append(s)
+        n += len(s.files)
+        if n >= BATCH_FILES:
+            yield batch
+            batch, n = [], 0
+    if batch:
+        yield batch

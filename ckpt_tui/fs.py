@@ -1,0 +1,246 @@
+"""Safe filesystem primitives: directory-fd based, never following a symlink, never leaving the root.
+
+Every path used here arrives as components already validated by ``layout``; each directory is
+opened with ``O_NOFOLLOW | O_DIRECTORY`` relative to its parent's fd, and every unlink and rmdir
+names one entry relative to an fd, so a directory swapped for a symlink after validation can
+never redirect a deletion elsewhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from ckpt_tui.errors import RootError
+from ckpt_tui.types import DiskUsage, Outcome, PlannedFile
+
+log = logging.getLogger(__name__)
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Errors after which continuing would only repeat the failure: stop the batch, resumable.
+STOP_ERRNOS = frozenset({errno.EROFS, errno.EIO, errno.ENOSPC, errno.EDQUOT})
+
+
+class StopBatch(Exception):
+    """The filesystem refuses all further work (read-only, I/O error)."""
+
+    def __init__(self, path: str, err: OSError) -> None:
+        super().__init__(f"{path}: {err.strerror or err}")
+        self.path = path
+        self.err = err
+
+
+@dataclass(frozen=True, slots=True)
+class RootHandle:
+    path: str
+    dev: int
+    ino: int
+
+
+def describe_oserror(err: OSError) -> str:
+    name = errno.errorcode.get(err.errno or 0, "")
+    text = err.strerror or str(err)
+    return f"{text} ({name})" if name else text
+
+
+def check_root(path: str) -> RootHandle:
+    """Validate a root: an existing directory, not a symlink, not ``/``; one-line errors."""
+    if not path:
+        raise RootError("root path is empty")
+    absolute = os.path.abspath(os.path.expanduser(path))
+    try:
+        st = os.lstat(absolute)
+    except FileNotFoundError:
+        raise RootError(f"root {absolute} does not exist") from None
+    except OSError as err:
+        raise RootError(f"root {absolute} cannot be read: {describe_oserror(err)}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise RootError(f"root {absolute} is a symlink; pass the directory it points to")
+    if not stat.S_ISDIR(st.st_mode):
+        raise RootError(f"root {absolute} is not a directory")
+    slash = os.stat("/")
+    if (st.st_dev, st.st_ino) == (slash.st_dev, slash.st_ino):
+        raise RootError("refusing to use / as a root")
+    try:
+        fd = os.open(absolute, DIR_FLAGS)
+    except OSError as err:
+        raise RootError(f"root {absolute} cannot be opened: {describe_oserror(err)}") from None
+    os.close(fd)
+    return RootHandle(os.path.realpath(absolute), st.st_dev, st.st_ino)
+
+
+@contextmanager
+def open_root(root: RootHandle) -> Iterator[int]:
+    """An fd on the root, verified to be the same directory that was scanned."""
+    fd = os.open(root.path, DIR_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (root.dev, root.ino):
+            raise RootError(f"root {root.path} was replaced since it was indexed")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_dir_at(parent_fd: int, name: str, dev: int) -> int:
+    """Open one child directory without following symlinks and without crossing mounts."""
+    fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    if os.fstat(fd).st_dev != dev:
+        os.close(fd)
+        raise OSError(errno.EXDEV, "is a mount point inside the root, refused", name)
+    return fd
+
+
+def disk_usage(path: str) -> DiskUsage:
+    st = os.statvfs(path)
+    total = st.f_blocks * st.f_frsize
+    free = st.f_bavail * st.f_frsize
+    return DiskUsage(total=total, used=total - st.f_bfree * st.f_frsize, free=free)
+
+
+@dataclass
+class FileOutcome:
+    file: PlannedFile
+    outcome: Outcome
+    freed_bytes: int = 0
+    error: str | None = None
+
+
+@dataclass
+class StepDeletion:
+    """Deletes planned files of one step through fds, then collapses emptied directories."""
+
+    root_fd: int
+    root: RootHandle
+    step_parts: tuple[str, ...]
+    _fds: dict[tuple[str, ...], int] = field(default_factory=dict)
+    _touched: set[tuple[str, ...]] = field(default_factory=set)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def _dir(self, parts: tuple[str, ...]) -> int:
+        """fd of a directory given components from the root, opened one level at a time."""
+        if not parts:
+            return self.root_fd
+        fd = self._fds.get(parts)
+        if fd is None:
+            fd = open_dir_at(self._dir(parts[:-1]), parts[-1], self.root.dev)
+            self._fds[parts] = fd
+        return fd
+
+    def _path(self, parts: tuple[str, ...]) -> str:
+        return os.path.join(self.root.path, *parts)
+
+    def delete_file(self, planned: PlannedFile) -> FileOutcome:
+        parts = planned.relparts
+        path = self._path(parts)
+        parent = parts[:-1]
+        try:
+            dir_fd = self._dir(parent)
+            st = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            self._touched.add(parent)  # a crash may have left its emptied directory behind
+            return FileOutcome(planned, Outcome.ALREADY_GONE)
+        except OSError as err:
+            if err.errno in STOP_ERRNOS:
+                raise StopBatch(path, err) from err
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                return FileOutcome(planned, Outcome.FAILED, error="a directory on its path "
+                                   "is now a symlink or not a directory; refused")
+            return FileOutcome(planned, Outcome.FAILED, error=describe_oserror(err))
+        expect_type = stat.S_ISLNK if planned.is_symlink else stat.S_ISREG
+        if not expect_type(st.st_mode):
+            return FileOutcome(planned, Outcome.CHANGED, error="changed type since the scan; left alone")
+        size = 0 if planned.is_symlink else st.st_size
+        if (st.st_ino, size, st.st_mtime_ns) != (
+            planned.inode,
+            planned.size_bytes,
+            planned.mtime_ns,
+        ):
+            return FileOutcome(planned, Outcome.CHANGED, error="changed since the scan; left alone")
+        freed = size if st.st_nlink <= 1 else 0
+        try:
+            os.unlink(parts[-1], dir_fd=dir_fd)
+        except FileNotFoundError:
+            self._touched.add(parent)
+            return FileOutcome(planned, Outcome.ALREADY_GONE)
+        except OSError as err:
+            if err.errno in STOP_ERRNOS:
+                raise StopBatch(path, err) from err
+            return FileOutcome(planned, Outcome.FAILED, error=describe_oserror(err))
+        log.info("deleted file %s (%d bytes)", path, st.st_size)
+        self._touched.add(parent)
+        return FileOutcome(planned, Outcome.DELETED, freed_bytes=freed)
+
+    def collapse(self) -> list[str]:
+        """rmdir-if-empty every emptied directory, deepest first, up to the step directory.
+
+        Never above the step directory; ENOTEMPTY (a file we did not plan) stops quietly.
+        """
+        removed: list[str] = []
+        step_len = len(self.step_parts)
+        candidates: set[tuple[str, ...]] = set()
+        for parts in self._touched:
+            while len(parts) >= step_len and parts[:step_len] == self.step_parts:
+                candidates.add(parts)
+                parts = parts[:-1]
+        gone: set[tuple[str, ...]] = set()
+        for parts in sorted(candidates, key=len, reverse=True):
+            if any(c[: len(parts)] == parts and c != parts and c not in gone
+                   for c in candidates):
+                continue  # a child directory stayed, so this one is not empty
+            fd = self._fds.pop(parts, None)
+            if fd is not None:
+                os.close(fd)
+            try:
+                os.rmdir(parts[-1], dir_fd=self._dir(parts[:-1]))
+            except OSError as err:
+                if err.errno in STOP_ERRNOS:
+                    raise StopBatch(self._path(parts), err) from err
+                if err.errno == errno.ENOENT:
+                    gone.add(parts)  # already removed (e.g. by a run that was interrupted)
+                elif err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
+                    log.warning("cannot remove directory %s: %s", self._path(parts),
+                                describe_oserror(err))
+                continue
+            gone.add(parts)
+            path = self._path(parts)
+            kind = "step" if len(parts) == step_len else "layer"
+            log.info("deleted empty %s directory %s", kind, path)
+            removed.append(path)
+        self._touched.clear()
+        return removed
+
+
+def delete_steps(
+    root: RootHandle,
+    work: list[tuple[tuple[str, ...], list[PlannedFile]]],
+    on_file: Callable[[FileOutcome], None],
+    on_dirs: Callable[[tuple[str, ...], list[str]], None],
+    should_stop: Callable[[], bool],
+) -> None:
+    """Blocking: delete each step's files, then collapse its directories. Runs in a thread.
+
+    Raises StopBatch on a filesystem-wide failure; stops between files when ``should_stop``.
+    """
+    with open_root(root) as root_fd:
+        for step_parts, files in work:
+            deletion = StepDeletion(root_fd, root, step_parts)
+            try:
+                for planned in files:
+                    if should_stop():
+                        break
+                    on_file(deletion.delete_file(planned))
+                on_dirs(step_parts, deletion.collapse())
+            finally:
+                deletion.close()
+            if should_stop():
+                return

@@ -1,0 +1,251 @@
+"""Read and validate a safetensors header without touching the tensor data.
+
+Layout: 8-byte little-endian ``N``, ``N`` bytes of UTF-8 JSON, then the tensor bytes.
+The rules follow the reference Rust implementation (``safetensors`` 0.8), but are
+stricter in a few places where the library is lenient: duplicate JSON keys, unknown
+fields in a tensor entry, and non-string ``dtype`` / non-object tensor entries (which
+serde happens to accept) are all rejected as corrupt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+MAX_HEADER_BYTES = 100_000_000
+_U64_MAX = 2**64 - 1
+_ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CHUNK = 1 << 24  # bounded preads: a wrong file_size can't make us allocate N bytes up front
+
+# Element size in bits of every dtype safetensors 0.8 knows (F4 / F6 pack sub-byte).
+DTYPE_BITS: dict[str, int] = {
+    "F4": 4,
+    **dict.fromkeys(("F6_E2M3", "F6_E3M2"), 6),
+    **dict.fromkeys(("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0"), 8),
+    **dict.fromkeys(("F8_E4M3FNUZ", "F8_E5M2FNUZ"), 8),
+    **dict.fromkeys(("I16", "U16", "F16", "BF16"), 16),
+    **dict.fromkeys(("I32", "U32", "F32"), 32),
+    **dict.fromkeys(("C64", "F64", "I64", "U64"), 64),
+}
+
+
+class HeaderError(Exception):
+    """The file is not a valid safetensors file; ``status`` says how."""
+
+    status: str  # "truncated" | "corrupt" | "unsupported"
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class TensorEntry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # offset relative to the start of the data section
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    header_len: int
+    tensors: tuple[TensorEntry, ...]  # sorted by start offset
+    metadata: dict[str, str]
+    data_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        """The exact size a complete file with this header has."""
+        return 8 + self.header_len + self.data_bytes
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(math.prod(t.shape) for t in self.tensors)
+
+
+def _corrupt(message: str) -> NoReturn:
+    raise HeaderError("corrupt", message)
+
+
+def _q(name: str) -> str:
+    """A short quoted name for messages (names can be megabytes long)."""
+    return repr(name if len(name) <= 60 else name[:57] + "...")
+
+
+def _check_str(s: str) -> str:
+    try:
+        s.encode("utf-8")  # lone surrogates from \ud800 escapes; serde_json rejects them
+    except UnicodeEncodeError:
+        _corrupt("invalid unicode escape in header")
+    return s
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            _corrupt(f"duplicate key {_q(key)} in header")
+        if isinstance(value, str):
+            _check_str(value)
+        out[_check_str(key)] = value
+    return out
+
+
+def _reject_constant(name: str) -> NoReturn:
+    _corrupt(f"non-standard JSON constant {name} in header")
+
+
+def _parse_int(text: str) -> int | float:
+    # serde_json reads "-0" and any negative number as a float or i64; a usize then rejects it.
+    return float(text) if text.startswith("-") else int(text)
+
+
+def _is_u64(value: object) -> bool:
+    return type(value) is int and 0 <= value <= _U64_MAX
+
+
+def _nbytes(name: str, dtype: str, shape: tuple[int, ...]) -> int:
+    """Byte size of a tensor, with the library's u64 overflow checks at every step."""
+    count = 1
+    for dim in shape:
+        count *= dim
+        if count > _U64_MAX:
+            _corrupt(f"tensor {_q(name)}: shape overflows")
+    bits = count * DTYPE_BITS[dtype]
+    if bits > _U64_MAX:
+        _corrupt(f"tensor {_q(name)}: size overflows")
+    if bits % 8:
+        _corrupt(f"tensor {_q(name)}: {dtype} data is not a whole number of bytes")
+    return bits // 8
+
+
+def _entry(name: str, info: object) -> TensorEntry:
+    if not isinstance(info, dict) or info.keys() != _ENTRY_KEYS:
+        _corrupt(f"tensor {_q(name)}: expected an object with dtype, shape, data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(dtype, str):
+        _corrupt(f"tensor {_q(name)}: dtype is not a string")
+    if not isinstance(shape, list) or not all(_is_u64(d) for d in shape):
+        _corrupt(f"tensor {_q(name)}: shape is not a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_u64(o) for o in offsets):
+        _corrupt(f"tensor {_q(name)}: data_offsets is not [begin, end]")
+    start, end = offsets
+    if start > end:
+        _corrupt(f"tensor {_q(name)}: data_offsets end before they begin")
+    return TensorEntry(name, dtype, tuple(shape), start, end)
+
+
+def _metadata(raw: object) -> dict[str, str]:
+    if raw is None:  # the library reads null as "no metadata"
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        _corrupt("__metadata__ is not an object of strings")
+    return dict(raw)
+
+
+def parse_header(prefix: bytes, file_size: int, *, max_header: int = MAX_HEADER_BYTES) -> Header:
+    """Validate a header from the file's first ``8 + N`` (or more) bytes and its size."""
+    if file_size < 8 or len(prefix) < 8:
+        raise HeaderError("truncated", "file is shorter than the 8-byte header length")
+    n = int.from_bytes(prefix[:8], "little")
+    if n > max_header:
+        _corrupt(f"header length {n} exceeds the {max_header}-byte limit")
+    if 8 + n > file_size or 8 + n > len(prefix):
+        raise HeaderError("truncated", f"header length {n} runs past the end of the file")
+    try:
+        text = prefix[8 : 8 + n].decode("utf-8")
+    except UnicodeDecodeError:
+        _corrupt("header is not valid UTF-8")
+    try:
+        raw = json.loads(
+            text,
+            object_pairs_hook=_pairs_hook,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+        )
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, int digit limit, nesting
+        raise HeaderError("corrupt", f"header is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        _corrupt("header JSON is not an object")
+    metadata = _metadata(raw.pop("__metadata__", None))
+    entries = [_entry(name, info) for name, info in raw.items()]
+    for e in entries:
+        if e.dtype not in DTYPE_BITS:
+            raise HeaderError("unsupported", f"tensor {_q(e.name)}: unknown dtype {_q(e.dtype)}")
+    entries.sort(key=lambda e: (e.start, e.end, e.name))
+    cursor = 0
+    for e in entries:
+        if e.start != cursor:
+            kind = "gap before" if e.start > cursor else "overlap at"
+            _corrupt(f"{kind} tensor {_q(e.name)} in the data section")
+        if e.end - e.start != _nbytes(e.name, e.dtype, e.shape):
+            _corrupt(f"tensor {_q(e.name)}: data_offsets do not match {e.dtype} {list(e.shape)}")
+        cursor = e.end
+    header = Header(n, tuple(entries), metadata, cursor)
+    if header.total_bytes > file_size:
+        raise HeaderError(
+            "truncated", f"file has {file_size} bytes, header promises {header.total_bytes}"
+        )
+    if header.total_bytes < file_size:
+        _corrupt(f"{file_size - header.total_bytes} unexpected bytes after the last tensor")
+    return header
+
+
+def _pread_exact(fd: int, size: int, offset: int) -> bytes:
+    """Read up to ``size`` bytes at ``offset``, looping on short reads; shorter only at EOF."""
+    chunks: list[bytes] = []
+    got = 0
+    while got < size:
+        chunk = os.pread(fd, min(size - got, _CHUNK), offset + got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_fd(fd: int, file_size: int | None, max_header: int) -> Header:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        _corrupt("not a regular file")
+    size = st.st_size if file_size is None else file_size
+    if size < 8:
+        raise HeaderError("truncated", "file is shorter than the 8-byte header length")
+    head = _pread_exact(fd, 8, 0)
+    if len(head) < 8:
+        raise HeaderError("truncated", "file is shorter than the 8-byte header length")
+    n = int.from_bytes(head, "little")
+    if n > max_header:
+        _corrupt(f"header length {n} exceeds the {max_header}-byte limit")
+    if 8 + n > size:
+        raise HeaderError("truncated", f"header length {n} runs past the end of the file")
+    body = _pread_exact(fd, n, 8)
+    if len(body) < n:
+        raise HeaderError("truncated", "file ended inside the header")
+    return parse_header(head + body, size, max_header=max_header)
+
+
+def read_header(
+    fd_or_path: int | str | os.PathLike[str],
+    *,
+    file_size: int | None = None,
+    max_header: int = MAX_HEADER_BYTES,
+) -> Header:
+    """Read and validate the header of an open fd (left open, offset untouched) or a path.
+
+    Reads at most ``8 + N`` bytes and never the tensor data; ``OSError`` propagates.
+    """
+    if isinstance(fd_or_path, int):
+        return _read_fd(fd_or_path, file_size, max_header)
+    fd = os.open(fd_or_path, _OPEN_FLAGS)
+    try:
+        return _read_fd(fd, file_size, max_header)
+    finally:
+        os.close(fd)

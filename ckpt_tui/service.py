@@ -1,0 +1,389 @@
+"""CheckpointService: the async API both faces (CLI and TUI) use. Returns frozen dataclasses.
+
+Reading and listing live here; planning is in ``planning``, carrying plans out in ``deletion``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Integer as _Int
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ckpt_tui import fs
+from ckpt_tui.db import Database, FileRow, Root, Step, Training, open_database
+from ckpt_tui.deletion import Deleter
+from ckpt_tui.errors import RootError
+from ckpt_tui.planning import Planner, Protection
+from ckpt_tui.scanner import Scanner
+from ckpt_tui.types import (
+    DeleteProgress,
+    DiskUsage,
+    ExecuteResult,
+    FileBrief,
+    FileDetails,
+    FileInfo,
+    FileStatus,
+    Plan,
+    RootInfo,
+    RowState,
+    ScanProgress,
+    ScanResult,
+    StepInfo,
+    StepTree,
+    TensorInfo,
+    TrainingInfo,
+    TrainingTree,
+)
+
+log = logging.getLogger(__name__)
+
+BAD_STATUSES = (FileStatus.TRUNCATED, FileStatus.CORRUPT, FileStatus.UNSUPPORTED)
+
+
+class CheckpointService:
+    """Index, browse, plan and delete checkpoints under one or more roots."""
+
+    def __init__(self, db: Database, protection: Protection | None = None) -> None:
+        self.db = db
+        self.protection = protection or Protection()
+        self.planner = Planner(db, self.protection)
+        self.deleter = Deleter(db)
+
+    @classmethod
+    async def open(
+        cls, db: str | None = None, *, recover: bool = True, protection: Protection | None = None
+    ) -> CheckpointService:
+        """Open the index; finish deletions an earlier run was interrupted in."""
+        service = cls(await open_database(db), protection)
+        if recover:
+            try:
+                await service.deleter.recover()
+            except BaseException:
+                await service.close()
+                raise
+        return service
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+    async def __aenter__(self) -> CheckpointService:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # roots and scanning -------------------------------------------------------------------
+
+    async def add_root(self, path: str) -> RootInfo:
+        """Validate ``path`` and register it as a root (idempotent)."""
+        handle = fs.check_root(path)
+        async with self.db.sessions() as session, session.begin():
+            row = (await session.execute(select(Root).where(Root.path == handle.path))).scalar()
+            if row is None:
+                row = Root(path=handle.path, dev=handle.dev, ino=handle.ino)
+                session.add(row)
+                await session.flush()
+            elif (row.dev, row.ino) != (handle.dev, handle.ino):
+                log.warning("root %s was replaced since it was indexed", handle.path)
+                row.dev, row.ino = handle.dev, handle.ino
+            return RootInfo(row.id, row.path, row.scanned_at)
+
+    async def get_root(self, path: str) -> RootInfo | None:
+        handle = fs.check_root(path)
+        async with self.db.sessions() as session:
+            row = (await session.execute(select(Root).where(Root.path == handle.path))).scalar()
+            return RootInfo(row.id, row.path, row.scanned_at) if row else None
+
+    async def root_by_id(self, root_id: int) -> RootInfo:
+        async with self.db.sessions() as session:
+            row = await session.get(Root, root_id)
+            if row is None:
+                raise RootError(f"root #{root_id} is not in the index")
+            return RootInfo(row.id, row.path, row.scanned_at)
+
+    async def scan(
+        self,
+        root: str,
+        on_progress: Callable[[ScanProgress], None] | None = None,
+        *,
+        training_id: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ScanResult:
+        """Scan ``root`` (or one training below it) into the index, incrementally."""
+        info = await self.add_root(root)
+        handle = fs.check_root(info.path)
+        training_rel = None
+        if training_id is not None:
+            async with self.db.sessions() as session:
+                t = await session.get(Training, training_id)
+                if t is None or t.root_id != info.id:
+                    raise RootError(f"training #{training_id} is not under {info.path}")
+                training_rel = t.relpath
+        scanner = Scanner(self.db, handle, info.id)
+        return await scanner.run(on_progress, training_rel, cancel)
+
+    def disk_usage(self, root: str) -> DiskUsage:
+        return fs.disk_usage(root)
+
+    # listing ------------------------------------------------------------------------------
+
+    async def trainings(self, root_id: int, names: Iterable[str] | None = None) -> list[TrainingInfo]:
+        """Trainings under a root, sorted by name, with totals over their steps."""
+        per_step = (
+            select(
+                Step.id.label("sid"),
+                Step.training_id.label("tid"),
+                Step.step.label("step"),
+                func.count(func.distinct(FileRow.layer)).label("layers"),
+            )
+            .join(FileRow, FileRow.step_id == Step.id, isouter=True)
+            .group_by(Step.id)
+            .subquery()
+        )
+        q = (
+            select(
+                Training.id, Training.name, Training.relpath,
+                func.count(func.distinct(per_step.c.sid)),
+                func.min(per_step.c.step), func.max(per_step.c.step),
+                func.max(per_step.c.layers),
+            )
+            .join(per_step, per_step.c.tid == Training.id, isouter=True)
+            .where(Training.root_id == root_id)
+            .group_by(Training.id)
+        )
+        sizes = (
+            select(
+                Step.training_id, func.count(FileRow.id), func.coalesce(func.sum(FileRow.size_bytes), 0),
+                func.coalesce(func.sum(FileRow.disk_bytes), 0), func.max(FileRow.mtime_ns),
+            )
+            .join(FileRow, FileRow.step_id == Step.id)
+            .join(Training, Training.id == Step.training_id)
+            .where(Training.root_id == root_id)
+            .group_by(Step.training_id)
+        )
+        wanted = set(names) if names is not None else None
+        async with self.db.sessions() as session:
+            root = await session.get(Root, root_id)
+            root_path = root.path if root else ""
+            size_rows = {r[0]: r[1:] for r in (await session.execute(sizes)).all()}
+            out = []
+            for tid, name, rel, nsteps, lo, hi, layers in (await session.execute(q)).all():
+                if wanted is not None and name not in wanted and rel not in wanted:
+                    continue
+                nfiles, size, disk, newest = size_rows.get(tid, (0, 0, 0, None))
+                out.append(TrainingInfo(
+                    id=tid, root_id=root_id, name=name, path=_join(root_path, rel),
+                    step_count=nsteps, file_count=nfiles, size_bytes=int(size),
+                    disk_bytes=int(disk), min_step=lo, max_step=hi, newest_mtime_ns=newest,
+                    layer_count=layers or 0,
+                ))
+        return sorted(out, key=lambda t: (t.name, t.path))
+
+    async def steps(self, training_id: int) -> list[StepInfo]:
+        """Steps of one training, ascending by step number, with completeness flags."""
+        async with self.db.sessions() as session:
+            return await self._steps(session, training_id)
+
+    async def _steps(self, session: AsyncSession, training_id: int) -> list[StepInfo]:
+        t = await session.get(Training, training_id)
+        if t is None:
+            return []
+        root = await session.get(Root, t.root_id)
+        root_path = root.path if root else ""
+        q = (
+            select(
+                Step.id, Step.step, Step.dirname, Step.relpath, Step.pinned,
+                func.count(FileRow.id), func.count(func.distinct(FileRow.layer)),
+                func.coalesce(func.sum(FileRow.size_bytes), 0),
+                func.coalesce(func.sum(FileRow.disk_bytes), 0),
+                func.coalesce(func.max(FileRow.mtime_ns), 0),
+                func.sum(FileRow.status.in_([s.value for s in BAD_STATUSES]).cast(_Int)),
+                func.sum((FileRow.error.is_not(None)
+                          & FileRow.status.not_in([s.value for s in BAD_STATUSES])).cast(_Int)),
+                func.sum(FileRow.relpath.like("%.tmp%").cast(_Int)),
+            )
+            .join(FileRow, FileRow.step_id == Step.id, isouter=True)
+            .where(Step.training_id == training_id)
+            .group_by(Step.id)
+            .order_by(Step.step, Step.relpath)
+        )
+        rows = (await session.execute(q)).all()
+        most_layers = max((r[6] for r in rows), default=0)
+        out = []
+        for sid, step, dirname, rel, pinned, nfiles, layers, size, disk, mtime, bad, errs, tmp in rows:
+            problems = []
+            if layers < most_layers:
+                problems.append(f"{layers} of {most_layers} layers")
+            if bad:
+                problems.append(f"{bad} file(s) not valid safetensors")
+            if errs:
+                problems.append(f"{errs} file(s) failed to delete")
+            if tmp:
+                problems.append("stray temporary file")
+            if nfiles == 0:
+                problems.append("no files")
+            out.append(StepInfo(
+                id=sid, training_id=training_id, step=step, dirname=dirname,
+                path=_join(root_path, rel), file_count=nfiles, layer_count=layers,
+                size_bytes=int(size), disk_bytes=int(disk), mtime_ns=int(mtime),
+                pinned=bool(pinned), incomplete=bool(problems), problems=tuple(problems),
+            ))
+        return out
+
+    async def files(self, step_id: int) -> list[FileInfo]:
+        """Files of one step, layer order first, then path."""
+        async with self.db.sessions() as session:
+            step = await session.get(Step, step_id)
+            if step is None:
+                return []
+            root_path = await self._root_path_of_step(session, step)
+            q = select(FileRow).where(FileRow.step_id == step_id)
+            rows = (await session.execute(q)).scalars().all()
+            return sorted(
+                (_file_info(r, _join(root_path, step.relpath)) for r in rows),
+                key=lambda f: (f.layer is None, f.layer or 0, f.relpath),
+            )
+
+    async def file_details(self, file_id: int) -> FileDetails | None:
+        async with self.db.sessions() as session:
+            row = await session.get(FileRow, file_id)
+            if row is None:
+                return None
+            step = await session.get(Step, row.step_id)
+            assert step is not None
+            root_path = await self._root_path_of_step(session, step)
+            header: dict[str, Any] = row.header or {}
+            tensors = tuple(
+                TensorInfo(str(n), str(d), tuple(int(x) for x in s))
+                for n, d, s in header.get("tensors", [])
+            )
+            return FileDetails(
+                file=_file_info(row, _join(root_path, step.relpath)),
+                inode=row.inode, nlink=row.nlink, tensors=tensors,
+                parameter_count=int(header.get("parameter_count", 0)),
+                metadata=dict(row.meta or {}),
+                header_error=row.error if row.status in BAD_STATUSES else None,
+            )
+
+    async def tree(self, root_id: int, names: Iterable[str] | None = None) -> list[TrainingTree]:
+        """Everything under a root, nested, for ``ls`` and exports."""
+        out = []
+        for t in await self.trainings(root_id, names):
+            steps = await self.steps(t.id)
+            files_by_step: dict[int, list[FileInfo]] = {s.id: [] for s in steps}
+            step_paths = {s.id: s.path for s in steps}
+            async with self.db.sessions() as session:
+                q = select(FileRow).join(Step).where(Step.training_id == t.id)
+                for r in (await session.execute(q)).scalars():
+                    files_by_step.setdefault(r.step_id, []).append(
+                        _file_info(r, step_paths.get(r.step_id, ""))
+                    )
+            out.append(TrainingTree(t, tuple(
+                StepTree(s, tuple(sorted(files_by_step[s.id],
+                                         key=lambda f: (f.layer is None, f.layer or 0, f.relpath))))
+                for s in steps
+            )))
+        return out
+
+    async def file_map(self, root_id: int) -> list[FileBrief]:
+        """(file, step, training, size) for every file under a root: marking without loading."""
+        q = (
+            select(FileRow.id, FileRow.step_id, Step.training_id, FileRow.size_bytes)
+            .join(Step, Step.id == FileRow.step_id)
+            .join(Training, Training.id == Step.training_id)
+            .where(Training.root_id == root_id)
+        )
+        async with self.db.sessions() as session:
+            return [FileBrief(*r) for r in (await session.execute(q)).all()]
+
+    async def set_pinned(self, step_ids: Iterable[int], pinned: bool) -> None:
+        ids = list(step_ids)
+        async with self.db.sessions() as session, session.begin():
+            await session.execute(update(Step).where(Step.id.in_(ids)).values(pinned=pinned))
+
+    async def forget_root(self, root_id: int) -> None:
+        async with self.db.sessions() as session, session.begin():
+            await session.execute(delete(Root).where(Root.id == root_id))
+
+    # planning and deletion ----------------------------------------------------------------
+
+    async def plan_files(self, root_id: int, file_ids: Iterable[int], *, force: bool = False) -> Plan:
+        return await self.planner.plan_files(root_id, file_ids, force=force)
+
+    async def plan_steps(self, root_id: int, step_ids: Iterable[int], *, force: bool = False) -> Plan:
+        return await self.planner.plan_steps(root_id, step_ids, force=force)
+
+    async def plan_retention(
+        self, root_id: int, keep: int, trainings: Iterable[str] | None = None, *, force: bool = False
+    ) -> Plan:
+        return await self.planner.plan_retention(root_id, keep, trainings, force=force)
+
+    async def plan_targets(self, root_id: int, targets: Iterable[str], *, force: bool = False) -> Plan:
+        return await self.planner.plan_targets(root_id, targets, force=force)
+
+    async def execute(
+        self,
+        plan: Plan,
+        on_progress: Callable[[DeleteProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        allow_open: bool = False,
+    ) -> ExecuteResult:
+        """Carry out a plan (see ``deletion.Deleter.execute``)."""
+        return await self.deleter.execute(plan, on_progress, cancel, allow_open=allow_open)
+
+    async def delete_checkpoint(
+        self, session: AsyncSession, checkpoint_id: int | str, delete_file: bool = True
+    ) -> bool:
+        """The original service's contract, kept: delete one file and collapse its directories.
+
+        Returns False when the row does not exist or the file could not be deleted (its row is
+        then kept with the error). ``delete_file=False`` only forgets the row.
+        """
+        try:
+            fid = int(checkpoint_id)
+        except (TypeError, ValueError):
+            return False
+        row = await session.get(FileRow, fid)
+        if row is None or row.state != RowState.ACTIVE:
+            return False
+        if not delete_file:
+            await session.delete(row)
+            await session.commit()
+            return True
+        root_id = await session.scalar(
+            select(Training.root_id).join(Step).where(Step.id == row.step_id))
+        await session.commit()  # never hold a transaction across filesystem work
+        assert root_id is not None
+        plan = await self.planner.plan_files(root_id, [fid], force=True)
+        if plan.empty:
+            return False
+        result = await self.execute(plan)
+        return bool(result.deleted) and not result.failed
+
+    async def _root_path_of_step(self, session: AsyncSession, step: Step) -> str:
+        path = await session.scalar(
+            select(Root.path).join(Training).where(Training.id == step.training_id))
+        return path or ""
+
+
+def _join(root: str, rel: str) -> str:
+    return f"{root}/{rel}" if rel else root
+
+
+def _file_info(r: FileRow, step_path: str) -> FileInfo:
+    return FileInfo(
+        id=r.id, step_id=r.step_id, relpath=r.relpath, path=f"{step_path}/{r.relpath}",
+        layer=r.layer, hook=r.hook, size_bytes=r.size_bytes, disk_bytes=r.disk_bytes,
+        mtime_ns=r.mtime_ns, status=FileStatus(r.status), state=RowState(r.state), error=r.error,
+    )
+
