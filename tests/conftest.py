@@ -1,0 +1,91 @@
+"""Shared fixtures: real checkpoint trees written with the safetensors library, real SQLite."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from ckpt_tui.planning import Protection
+from ckpt_tui.service import CheckpointService
+
+OLD = time.time() - 86_400  # files a day old: outside the live-writer window
+
+
+def write_checkpoint(path: Path, step: int, layer: int | None = None, *, mtime: float = OLD) -> Path:
+    """A small real safetensors file with the miStudio ``__metadata__``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(step * 100 + (layer or 0))
+    tensors = {
+        "W_enc": rng.standard_normal((8, 32)).astype(np.float32),
+        "W_dec": rng.standard_normal((32, 8)).astype(np.float32),
+        "b_enc": np.zeros(32, dtype=np.float32),
+    }
+    meta = {"step": str(step), "avg_loss": f"{1 / (1 + step):.6f}"}
+    if layer is not None:
+        meta["layer_idx"] = str(layer)
+    save_file(tensors, str(path), metadata=meta)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def make_training(
+    root: Path,
+    name: str,
+    steps: Iterable[int],
+    layers: Iterable[str] = ("layer_7", "layer_14", "layer_18"),
+    *,
+    checkpoints_dir: bool = True,
+) -> Path:
+    """``root/name/checkpoints/checkpoint_<step>/<layer>/checkpoint.safetensors``."""
+    base = root / name / "checkpoints" if checkpoints_dir else root / name
+    layer_names = list(layers)
+    for step in steps:
+        for i, layer in enumerate(layer_names):
+            write_checkpoint(base / f"checkpoint_{step}" / layer / "checkpoint.safetensors", step, i)
+    return base
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """Two trainings: a 3-layer one with 4 steps and a single-layer one with 3 steps."""
+    root = tmp_path / "root"
+    make_training(root, "train_a", [900, 10000, 2000, 30000])
+    base = root / "train_b"
+    for step in (100, 200, 300):
+        write_checkpoint(base / f"checkpoint_{step}" / "sae.safetensors", step)
+    return root
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "index.sqlite3")
+
+
+@pytest.fixture
+async def svc(db_path: str) -> AsyncIterator[CheckpointService]:
+    service = await CheckpointService.open(db_path)
+    yield service
+    await service.close()
+
+
+@pytest.fixture
+async def svc_unprotected(db_path: str) -> AsyncIterator[CheckpointService]:
+    """A service without live-writer protection, to exercise deletion of any step."""
+    service = await CheckpointService.open(db_path, protection=Protection(newest_step=False,
+                                                                         recent_seconds=0))
+    yield service
+    await service.close()
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def empty_dirs(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_dir() and not p.is_symlink() and not any(p.iterdir())]

@@ -1,0 +1,164 @@
+"""The CLI contract scripts rely on: JSON shapes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ckpt_tui.cli import main
+from tests.conftest import empty_dirs, files_under, make_training
+
+
+def run(*args: str, db: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [*args, "--db", db], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_ls_json_shape(tree: Path, db_path: str) -> None:
+    code, out, _ = run("ls", str(tree), "--json", db=db_path)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["root"] == str(tree)
+    names = [t["name"] for t in doc["trainings"]]
+    assert names == ["train_a", "train_b"]
+    a = doc["trainings"][0]
+    assert a["path"] == str(tree / "train_a")
+    assert [s["step"] for s in a["steps"]] == [900, 2000, 10000, 30000]
+    step = a["steps"][0]
+    assert step["path"] == str(tree / "train_a" / "checkpoints" / "checkpoint_900")
+    assert step["status"] == "ok"
+    files = step["files"]
+    assert [(f["layer"], f["hook"], f["status"]) for f in files] == [
+        (7, None, "ok"), (14, None, "ok"), (18, None, "ok")]
+    assert all(os.path.isabs(f["path"]) and os.path.getsize(f["path"]) == f["size_bytes"]
+               for f in files)
+    assert step["size_bytes"] == sum(f["size_bytes"] for f in files)
+    assert a["size_bytes"] == sum(s["size_bytes"] for s in a["steps"])
+
+
+def test_ls_filters_by_training_and_names_an_unknown_one(tree: Path, db_path: str) -> None:
+    code, out, _ = run("ls", str(tree), "--training", "train_b", "--json", db=db_path)
+    assert code == 0 and [t["name"] for t in json.loads(out)["trainings"]] == ["train_b"]
+    code, _, err = run("ls", str(tree), "--training", "nope", db=db_path)
+    assert code == 1 and "nope" in err and "Traceback" not in err
+
+
+def test_prune_dry_run_then_real_run_free_the_same_bytes(tree: Path, db_path: str) -> None:
+    before = files_under(tree)
+    code, out, _ = run("prune", str(tree), "--keep", "1", "--dry-run", "--json", db=db_path)
+    assert code == 0
+    dry = json.loads(out)
+    assert dry["dry_run"] is True
+    assert [(d["training"], d["step"]) for d in dry["delete"]] == [
+        ("train_a", 900), ("train_a", 2000), ("train_a", 10000),
+        ("train_b", 100), ("train_b", 200)]
+    assert {(k["training"], k["step"]) for k in dry["keep"]} == {("train_a", 30000),
+                                                                 ("train_b", 300)}
+    assert dry["bytes"] == sum(d["size_bytes"] for d in dry["delete"])
+    assert files_under(tree) == before, "a dry run deletes nothing"
+    code, out, _ = run("prune", str(tree), "--keep", "1", "--yes", "--json", db=db_path)
+    assert code == 0
+    real = json.loads(out)
+    assert real["dry_run"] is False and real["failed"] == []
+    assert real["freed_bytes"] == dry["bytes"]
+    assert len(real["deleted"]) == 3 * 3 + 2
+    assert sorted(p.name for p in (tree / "train_a" / "checkpoints").iterdir()) == [
+        "checkpoint_30000"]
+    assert sorted(p.name for p in (tree / "train_b").iterdir()) == ["checkpoint_300"]
+    assert empty_dirs(tree) == []
+
+
+def test_prune_without_yes_and_without_terminal_refuses(tree: Path, db_path: str) -> None:
+    before = files_under(tree)
+    code, _, err = run("prune", str(tree), "--keep", "1", db=db_path)
+    assert code != 0 and "--yes" in err
+    assert files_under(tree) == before
+
+
+def test_rm_step_and_file_targets(tree: Path, db_path: str) -> None:
+    step = tree / "train_a" / "checkpoints" / "checkpoint_900"
+    layer_file = tree / "train_a" / "checkpoints" / "checkpoint_2000" / "layer_7" / (
+        "checkpoint.safetensors")
+    code, out, _ = run("rm", str(tree), str(step), str(layer_file), "--dry-run", "--json",
+                       db=db_path)
+    assert code == 0
+    dry = json.loads(out)
+    assert [(d["step"], len(d["files"])) for d in dry["delete"]] == [(900, 3), (2000, 1)]
+    code, out, _ = run("rm", str(tree), str(step), str(layer_file), "--yes", "--json", db=db_path)
+    real = json.loads(out)
+    assert code == 0 and real["freed_bytes"] == dry["bytes"]
+    assert not step.exists() and not layer_file.parent.exists()
+    assert (layer_file.parent.parent / "layer_14").is_dir()
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "../outside", "{root}/../x"])
+def test_rm_target_outside_root_is_one_line(tree: Path, db_path: str, target: str) -> None:
+    code, _, err = run("rm", str(tree), target.format(root=tree), "--yes", db=db_path)
+    assert code == 1
+    assert err.count("\n") == 1 and "not under the root" in err
+
+
+def test_rm_unindexed_target_is_named(tree: Path, db_path: str) -> None:
+    code, _, err = run("rm", str(tree), str(tree / "train_a" / "nothing"), "--yes", db=db_path)
+    assert code == 1 and "nothing" in err and "not an indexed" in err
+
+
+def test_user_mistakes_are_one_line_without_traceback(tmp_path: Path, db_path: str) -> None:
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    corrupt = tmp_path / "corrupt.sqlite3"
+    corrupt.write_bytes(b"SQLite format 3\0" + os.urandom(4000))
+    cases = [
+        (["scan", str(tmp_path / "missing")], db_path, "does not exist"),
+        (["scan", str(a_file)], db_path, "not a directory"),
+        (["ls", str(tmp_path)], str(corrupt), "corrupt.sqlite3"),
+        (["prune", str(tmp_path), "--keep", "0"], db_path, "--keep"),
+    ]
+    for args, db, needle in cases:
+        code, _, err = run(*args, db=db)
+        assert code != 0, args
+        assert needle in err, (args, err)
+        assert "Traceback" not in err
+
+
+def test_human_ls_is_an_aligned_table(tree: Path, db_path: str) -> None:
+    code, out, _ = run("ls", str(tree), db=db_path)
+    assert code == 0
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("TRAINING"))
+    size_end = header.index("SIZE") + len("SIZE")
+    rows = [line for line in lines if "checkpoint_" in line]
+    assert rows and all(line[size_end - 1] == "B" for line in rows), "sizes right-aligned"
+    assert lines[-1].startswith("total ") and "2 trainings" in lines[-1]
+
+
+def test_module_entry_point_and_exit_code_on_failure(tree: Path, db_path: str) -> None:
+    """``python -m ckpt_tui`` works; a failed item gives exit code 1 with the path named."""
+    victim = tree / "train_b" / "checkpoint_100" / "sae.safetensors"
+    proc = subprocess.run([sys.executable, "-m", "ckpt_tui", "scan", str(tree), "--db", db_path],
+                          capture_output=True, text=True, check=True)
+    assert "2 trainings" in proc.stdout
+    victim.write_bytes(victim.read_bytes() + b"changed")  # changed since the scan
+    proc = subprocess.run([sys.executable, "-m", "ckpt_tui", "rm", str(tree),
+                           str(victim.parent), "--yes", "--json", "--db", db_path],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert [f["path"] for f in doc["failed"]] == [str(victim)]
+    assert victim.exists()
+
+
+def test_scan_json_reports_counts(tmp_path: Path, db_path: str) -> None:
+    root = tmp_path / "r"
+    make_training(root, "t", [1, 2], layers=("layer_0", "layer_1"))
+    code, out, _ = run("scan", str(root), "--json", db=db_path)
+    doc = json.loads(out)
+    assert code == 0 and (doc["trainings"], doc["steps"], doc["files"]) == (1, 2, 4)
+    code, out, _ = run("scan", str(root), "--json", db=db_path)
+    assert json.loads(out)["headers_reused"] == 4
