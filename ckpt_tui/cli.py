@@ -49,7 +49,7 @@ class _RootOrCommand(click.Group):
                 continue
             if a not in self.commands:
                 ctx.meta["ckpt_root"] = a
-                args = args[:i] + args[i + 1:]
+                args = args[:i] + args[i + 1 :]
             break
         return super().parse_args(ctx, args)
 
@@ -77,9 +77,12 @@ def _guard(fn: Callable[..., int | None]) -> Callable[..., None]:
 
 
 db_option = click.option(
-    "--db", "db", metavar="DB", default=None,
+    "--db",
+    "db",
+    metavar="DB",
+    default=None,
     help="Index: a file path or an SQLAlchemy async URL (default: $CKPT_TUI_DB, else a file "
-         "in your user data directory).",
+    "in your user data directory).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -89,11 +92,20 @@ def _protection(recent: float) -> Protection:
 
 
 protect_options = [
-    click.option("--force", is_flag=True,
-                 help="Lift live-writer protection of the newest step and recently modified "
-                      "files (files open in other processes still need a second yes)."),
-    click.option("--recent", type=float, default=120.0, show_default=True, metavar="SECONDS",
-                 help="Files modified this recently are protected."),
+    click.option(
+        "--force",
+        is_flag=True,
+        help="Lift live-writer protection of the newest step and recently modified "
+        "files (files open in other processes still need a second yes).",
+    ),
+    click.option(
+        "--recent",
+        type=float,
+        default=120.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Files modified this recently are protected.",
+    ),
 ]
 
 
@@ -106,10 +118,15 @@ def _add(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     return deco
 
 
-@click.group(cls=_RootOrCommand, invoke_without_command=True,
-             context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_RootOrCommand,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @db_option
-@click.option("--demo", is_flag=True, help="Build a demo tree in a temporary directory and open it.")
+@click.option(
+    "--demo", is_flag=True, help="Build a demo tree in a temporary directory and open it."
+)
 @click.option("--read-only", is_flag=True, help="Browse only: deletion is turned off.")
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
 @click.version_option(__version__, prog_name="ckpt-tui")
@@ -125,8 +142,10 @@ def main(ctx: click.Context, db: str | None, demo: bool, read_only: bool, verbos
     ckpt-tui rm    ROOT TARGET...    delete step directories or files
     """
     if verbose:
-        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
-                            format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.DEBUG if verbose > 1 else logging.INFO,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
     if ctx.invoked_subcommand is not None:
         return
     root = ctx.meta.get("ckpt_root")
@@ -162,14 +181,22 @@ def scan(root: str, db: str | None, as_json: bool) -> int:
             if progress:
                 progress.close()
             if as_json:
-                click.echo(json.dumps({
-                    "root": result.root, "trainings": result.trainings, "steps": result.steps,
-                    "files": result.files, "size_bytes": result.size_bytes,
-                    "headers_read": result.headers_read,
-                    "headers_reused": result.headers_reused,
-                    "removed_files": result.removed_files, "seconds": round(result.seconds, 3),
-                    "notes": list(result.notes),
-                }))
+                click.echo(
+                    json.dumps(
+                        {
+                            "root": result.root,
+                            "trainings": result.trainings,
+                            "steps": result.steps,
+                            "files": result.files,
+                            "size_bytes": result.size_bytes,
+                            "headers_read": result.headers_read,
+                            "headers_reused": result.headers_reused,
+                            "removed_files": result.removed_files,
+                            "seconds": round(result.seconds, 3),
+                            "notes": list(result.notes),
+                        }
+                    )
+                )
             else:
                 print_scan(result)
             return 0
@@ -180,8 +207,13 @@ def scan(root: str, db: str | None, as_json: bool) -> int:
 @main.command(name="ls")
 @click.argument("root", type=click.Path())
 @db_option
-@click.option("--training", "trainings", multiple=True, metavar="NAME",
-              help="Only this training (repeatable).")
+@click.option(
+    "--training",
+    "trainings",
+    multiple=True,
+    metavar="NAME",
+    help="Only this training (repeatable).",
+)
 @json_option
 @_guard
 def ls_cmd(root: str, db: str | None, trainings: tuple[str, ...], as_json: bool) -> int:
@@ -197,11 +229,13 @@ def ls_cmd(root: str, db: str | None, trainings: tuple[str, ...], as_json: bool)
             tree = await svc.tree(info.id, trainings or None)
             if trainings:
                 found = {t.training.name for t in tree} | {
-                    os.path.relpath(t.training.path, info.path) for t in tree}
+                    os.path.relpath(t.training.path, info.path) for t in tree
+                }
                 missing = [n for n in trainings if n not in found]
                 if missing:
-                    click.echo(f"ckpt-tui: no training named {missing[0]!r} under {info.path}",
-                               err=True)
+                    click.echo(
+                        f"ckpt-tui: no training named {missing[0]!r} under {info.path}", err=True
+                    )
                     return EXIT_FAILED
             if as_json:
                 click.echo(json.dumps(tree_json(info.path, tree)))
@@ -214,23 +248,43 @@ def ls_cmd(root: str, db: str | None, trainings: tuple[str, ...], as_json: bool)
 
 @main.command()
 @click.argument("root", type=click.Path())
-@click.option("--keep", type=click.IntRange(min=1), required=True, metavar="N",
-              help="Keep the newest N steps of each training (N >= 1).")
-@click.option("--training", "trainings", multiple=True, metavar="NAME",
-              help="Only this training (repeatable).")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    required=True,
+    metavar="N",
+    help="Keep the newest N steps of each training (N >= 1).",
+)
+@click.option(
+    "--training",
+    "trainings",
+    multiple=True,
+    metavar="NAME",
+    help="Only this training (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask: delete the plan.")
 @json_option
 @db_option
 @_add(protect_options)
 @_guard
-def prune(root: str, keep: int, trainings: tuple[str, ...], dry_run: bool, yes: bool,
-          as_json: bool, db: str | None, force: bool, recent: float) -> int:
+def prune(
+    root: str,
+    keep: int,
+    trainings: tuple[str, ...],
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+    db: str | None,
+    force: bool,
+    recent: float,
+) -> int:
     """Delete all but the newest N steps (pinned steps are always kept)."""
 
     async def make(svc: CheckpointService, root_id: int, include_open: bool) -> Plan:
-        return await svc.planner.plan_retention(root_id, keep, trainings or None, force=force,
-                                                include_open=include_open)
+        return await svc.planner.plan_retention(
+            root_id, keep, trainings or None, force=force, include_open=include_open
+        )
 
     return _run(_delete_flow(root, db, make, dry_run, yes, as_json, force, recent))
 
@@ -244,21 +298,35 @@ def prune(root: str, keep: int, trainings: tuple[str, ...], dry_run: bool, yes: 
 @db_option
 @_add(protect_options)
 @_guard
-def rm(root: str, targets: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool,
-       db: str | None, force: bool, recent: float) -> int:
+def rm(
+    root: str,
+    targets: tuple[str, ...],
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+    db: str | None,
+    force: bool,
+    recent: float,
+) -> int:
     """Delete step directories or files under ROOT (exactly what was scanned)."""
 
     async def make(svc: CheckpointService, root_id: int, include_open: bool) -> Plan:
-        return await svc.planner.plan_targets(root_id, targets, force=force,
-                                              include_open=include_open)
+        return await svc.planner.plan_targets(
+            root_id, targets, force=force, include_open=include_open
+        )
 
     return _run(_delete_flow(root, db, make, dry_run, yes, as_json, force, recent))
 
 
 async def _delete_flow(
-    root: str, db: str | None,
+    root: str,
+    db: str | None,
     make: Callable[[CheckpointService, int, bool], Coroutine[Any, Any, Plan]],
-    dry_run: bool, yes: bool, as_json: bool, force: bool, recent: float,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+    force: bool,
+    recent: float,
 ) -> int:
     async with await CheckpointService.open(db, protection=_protection(recent)) as svc:
         info = await svc.get_root(root)
@@ -280,23 +348,33 @@ async def _delete_flow(
         allow_open = False
         if not yes:
             if not interactive:
-                click.echo("ckpt-tui: refusing to delete without --yes when there is no terminal "
-                           "to confirm on; nothing was deleted", err=True)
+                click.echo(
+                    "ckpt-tui: refusing to delete without --yes when there is no terminal "
+                    "to confirm on; nothing was deleted",
+                    err=True,
+                )
                 return EXIT_REFUSED
             if not plan.empty and not click.confirm(
-                    f"Delete {plan.file_count} files in {len(plan.steps)} steps?", default=False):
+                f"Delete {plan.file_count} files in {len(plan.steps)} steps?", default=False
+            ):
                 click.echo("nothing was deleted", err=True)
                 return 0
         open_items = [p for p in plan.protected if p.needs_confirmation]
-        if open_items and interactive and click.confirm(
+        if (
+            open_items
+            and interactive
+            and click.confirm(
                 f"{len(open_items)} file(s) are open in another process "
                 f"(e.g. {open_items[0].path}: {open_items[0].reason}). Delete them too?",
-                default=False):
+                default=False,
+            )
+        ):
             allow_open = True
             plan = await make(svc, info.id, True)
         progress = Progress.for_delete(plan, enabled=not as_json)
         on_progress: Callable[[DeleteProgress], None] | None = (
-            progress.on_delete if progress else None)
+            progress.on_delete if progress else None
+        )
         result = await svc.execute(plan, on_progress, allow_open=allow_open)
         if progress:
             progress.close()
@@ -305,4 +383,3 @@ async def _delete_flow(
         else:
             print_result(result)
         return 0 if result.ok else EXIT_FAILED
-

@@ -20,8 +20,15 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 
-from ckpt_tui.types import DeleteProgress, ExecuteResult, Outcome, Plan, ScanProgress, ScanResult
-from ckpt_tui.types import TrainingTree
+from ckpt_tui.types import (
+    DeleteProgress,
+    ExecuteResult,
+    Outcome,
+    Plan,
+    ScanProgress,
+    ScanResult,
+    TrainingTree,
+)
 
 SHOW_PATHS = 10  # plan listings show this many steps before "... and N more"
 
@@ -39,8 +46,10 @@ def age(mtime_ns: int | None) -> str:
 def _table(rows: list[list[str]], right: set[int]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
-                 enumerate(zip(r, widths, strict=True))]
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
         click.echo("  ".join(cells).rstrip())
 
 
@@ -49,21 +58,30 @@ def tree_json(root: str, tree: list[TrainingTree]) -> dict[str, Any]:
         "root": root,
         "trainings": [
             {
-                "name": t.training.name, "path": t.training.path,
-                "size_bytes": t.training.size_bytes, "disk_bytes": t.training.disk_bytes,
+                "name": t.training.name,
+                "path": t.training.path,
+                "size_bytes": t.training.size_bytes,
+                "disk_bytes": t.training.disk_bytes,
                 "step_count": t.training.step_count,
                 "steps": [
                     {
-                        "step": s.step.step, "path": s.step.path, "size_bytes": s.step.size_bytes,
+                        "step": s.step.step,
+                        "path": s.step.path,
+                        "size_bytes": s.step.size_bytes,
                         "disk_bytes": s.step.disk_bytes,
                         "status": "incomplete" if s.step.incomplete else "ok",
-                        "problems": list(s.step.problems), "pinned": s.step.pinned,
+                        "problems": list(s.step.problems),
+                        "pinned": s.step.pinned,
                         "mtime_ns": s.step.mtime_ns,
                         "files": [
                             {
-                                "path": f.path, "layer": f.layer, "hook": f.hook,
-                                "size_bytes": f.size_bytes, "disk_bytes": f.disk_bytes,
-                                "status": f.status.value, "error": f.error,
+                                "path": f.path,
+                                "layer": f.layer,
+                                "hook": f.hook,
+                                "size_bytes": f.size_bytes,
+                                "disk_bytes": f.disk_bytes,
+                                "status": f.status.value,
+                                "error": f.error,
                             }
                             for f in s.files
                         ],
@@ -86,16 +104,32 @@ def print_tree(root: str, tree: list[TrainingTree]) -> None:
     for t in tree:
         ti = t.training
         rng = f"steps {ti.min_step}..{ti.max_step}" if ti.step_count else "no steps"
-        rows.append([ti.name, size(ti.size_bytes), str(ti.file_count), str(ti.layer_count or '-'),
-                     age(ti.newest_mtime_ns), f"{ti.step_count} steps ({rng})"])
+        rows.append(
+            [
+                ti.name,
+                size(ti.size_bytes),
+                str(ti.file_count),
+                str(ti.layer_count or "-"),
+                age(ti.newest_mtime_ns),
+                f"{ti.step_count} steps ({rng})",
+            ]
+        )
         total += ti.size_bytes
         files += ti.file_count
         for s in t.steps:
             flag = "; ".join(s.step.problems) if s.step.incomplete else "ok"
             if s.step.pinned:
                 flag = "pinned, " + flag
-            rows.append([f"  {s.step.dirname}", size(s.step.size_bytes), str(s.step.file_count),
-                         str(s.step.layer_count or '-'), age(s.step.mtime_ns), flag])
+            rows.append(
+                [
+                    f"  {s.step.dirname}",
+                    size(s.step.size_bytes),
+                    str(s.step.file_count),
+                    str(s.step.layer_count or "-"),
+                    age(s.step.mtime_ns),
+                    flag,
+                ]
+            )
     _table(rows, {1, 2, 3})
     click.echo(f"total {size(total)} in {files} files, {len(tree)} trainings")
 
@@ -115,13 +149,24 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "dry_run": True,
         "root": plan.root,
         "delete": [
-            {"training": s.training, "step": s.step, "path": s.path, "size_bytes": s.size_bytes,
-             "whole": s.whole, "files": [f"{plan.root}/{f.path_rel}" for f in s.files]}
+            {
+                "training": s.training,
+                "step": s.step,
+                "path": s.path,
+                "size_bytes": s.size_bytes,
+                "whole": s.whole,
+                "files": [f"{plan.root}/{f.path_rel}" for f in s.files],
+            }
             for s in plan.steps
         ],
         "keep": [
-            {"training": k.training, "step": k.step, "path": k.path, "size_bytes": k.size_bytes,
-             "reasons": list(k.reasons)}
+            {
+                "training": k.training,
+                "step": k.step,
+                "path": k.path,
+                "size_bytes": k.size_bytes,
+                "reasons": list(k.reasons),
+            }
             for k in plan.keep
         ],
         "protected": [{"path": p.path, "reason": p.reason} for p in plan.protected],
@@ -132,8 +177,9 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 def print_plan(plan: Plan, *, dry_run: bool) -> None:
     for k in plan.keep:
-        click.echo(f"keep    {k.training} {k.step:>10}  {size(k.size_bytes):>10}  "
-                   f"({', '.join(k.reasons)})")
+        click.echo(
+            f"keep    {k.training} {k.step:>10}  {size(k.size_bytes):>10}  ({', '.join(k.reasons)})"
+        )
     for p in plan.protected[:SHOW_PATHS]:
         click.echo(f"protect {p.path}: {p.reason}")
     if len(plan.protected) > SHOW_PATHS:
@@ -147,21 +193,38 @@ def print_plan(plan: Plan, *, dry_run: bool) -> None:
         if len(rows) > SHOW_PATHS * 3 + 1:
             click.echo(f"... and {len(rows) - 1 - SHOW_PATHS * 3} more steps")
     verb = "would free" if dry_run else "to free"
-    click.echo(f"{len(plan.steps)} steps, {plan.file_count} files, {verb} {size(plan.bytes)}"
-               + (" (dry run: nothing deleted)" if dry_run else ""))
+    click.echo(
+        f"{len(plan.steps)} steps, {plan.file_count} files, {verb} {size(plan.bytes)}"
+        + (" (dry run: nothing deleted)" if dry_run else "")
+    )
 
 
 def result_json(result: ExecuteResult | None) -> dict[str, Any]:
     if result is None:
-        return {"dry_run": False, "deleted": [], "failed": [], "skipped": [], "freed_bytes": 0,
-                "removed_dirs": []}
+        return {
+            "dry_run": False,
+            "deleted": [],
+            "failed": [],
+            "skipped": [],
+            "freed_bytes": 0,
+            "removed_dirs": [],
+        }
     return {
         "dry_run": False,
-        "deleted": [{"path": r.path, "size_bytes": r.freed_bytes,
-                     "already_gone": r.outcome == Outcome.ALREADY_GONE} for r in result.deleted],
+        "deleted": [
+            {
+                "path": r.path,
+                "size_bytes": r.freed_bytes,
+                "already_gone": r.outcome == Outcome.ALREADY_GONE,
+            }
+            for r in result.deleted
+        ],
         "failed": [{"path": r.path, "error": r.error or r.outcome.value} for r in result.failed],
-        "skipped": [{"path": r.path, "reason": r.error} for r in result.results
-                    if r.outcome == Outcome.SKIPPED],
+        "skipped": [
+            {"path": r.path, "reason": r.error}
+            for r in result.results
+            if r.outcome == Outcome.SKIPPED
+        ],
         "removed_dirs": list(result.removed_dirs),
         "freed_bytes": result.freed_bytes,
         "stopped": result.stopped,
@@ -177,9 +240,11 @@ def print_result(result: ExecuteResult) -> None:
         click.echo(f"failed  ... and {len(result.failed) - SHOW_PATHS} more", err=True)
     if result.stopped:
         click.echo(f"ckpt-tui: {result.stopped}", err=True)
-    click.echo(f"deleted {len(result.deleted)} files, removed {len(result.removed_dirs)} emptied "
-               f"directories, freed {size(result.freed_bytes)} in {result.seconds:.2f}s"
-               + (f"; {len(result.failed)} failed" if result.failed else ""))
+    click.echo(
+        f"deleted {len(result.deleted)} files, removed {len(result.removed_dirs)} emptied "
+        f"directories, freed {size(result.freed_bytes)} in {result.seconds:.2f}s"
+        + (f"; {len(result.failed)} failed" if result.failed else "")
+    )
 
 
 class Progress:
@@ -193,8 +258,13 @@ class Progress:
     def for_scan(cls, *, enabled: bool) -> Progress | None:
         if not (enabled and sys.stderr.isatty()):
             return None
-        bar = RichProgress(TextColumn("scanning"), BarColumn(), TextColumn("{task.description}"),
-                           console=Console(stderr=True), transient=True)
+        bar = RichProgress(
+            TextColumn("scanning"),
+            BarColumn(),
+            TextColumn("{task.description}"),
+            console=Console(stderr=True),
+            transient=True,
+        )
         bar.start()
         return cls(bar, bar.add_task("", total=None))
 
@@ -202,15 +272,24 @@ class Progress:
     def for_delete(cls, plan: Plan, *, enabled: bool) -> Progress | None:
         if not (enabled and sys.stderr.isatty()) or plan.empty:
             return None
-        bar = RichProgress(TextColumn("deleting"), BarColumn(), DownloadColumn(),
-                           TransferSpeedColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                           console=Console(stderr=True), transient=True)
+        bar = RichProgress(
+            TextColumn("deleting"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
         bar.start()
         return cls(bar, bar.add_task("", total=plan.bytes or 1))
 
     def on_scan(self, p: ScanProgress) -> None:
-        self.bar.update(self.task, description=f"{p.files_seen} files, {p.steps_found} steps, "
-                                               f"{size(p.bytes_seen)}")
+        self.bar.update(
+            self.task,
+            description=f"{p.files_seen} files, {p.steps_found} steps, {size(p.bytes_seen)}",
+        )
 
     def on_delete(self, p: DeleteProgress) -> None:
         self.bar.update(self.task, completed=p.bytes_freed)

@@ -98,8 +98,12 @@ def build_demo(base: Path | None = None, *, scale: float = 1.0) -> DemoTree:
     for i, step in enumerate(steps2):
         for layer, hook in ((3, "residual"), (6, "mlp_out"), (9, "residual")):
             p = t2 / f"checkpoint_{step}" / f"layer_{layer}_{hook}" / "checkpoint.safetensors"
-            meta = {"step": str(step), "layer_idx": str(layer), "hook": hook,
-                    "avg_loss": f"{0.4 / (1 + i / 10):.5f}"}
+            meta = {
+                "step": str(step),
+                "layer_idx": str(layer),
+                "hook": hook,
+                "avg_loss": f"{0.4 / (1 + i / 10):.5f}",
+            }
             last = i == len(steps2) - 1 and layer == 9
             size = write_sparse_safetensors(p, sae_tensors(768, 24576), meta)
             if last:  # the newest step is still being written: a truncated file
@@ -111,9 +115,11 @@ def build_demo(base: Path | None = None, *, scale: float = 1.0) -> DemoTree:
     steps3 = [10_000 * (i + 1) for i in range(max(3, int(40 * scale)))]
     for i, step in enumerate(steps3):
         p = t3 / f"checkpoint_{step}" / "sae.safetensors"
-        write_sparse_safetensors(p, sae_tensors(768, 12288),
-                                 {"step": str(step), "layer_idx": "8",
-                                  "avg_loss": f"{0.3 / (1 + i / 8):.5f}"})
+        write_sparse_safetensors(
+            p,
+            sae_tensors(768, 12288),
+            {"step": str(step), "layer_idx": "8", "avg_loss": f"{0.3 / (1 + i / 8):.5f}"},
+        )
         _touch_age(p, step_mtime(i, len(steps3)))
 
     # 4. HF Trainer fine-tune: checkpoint-<step>/ with optimizer state and trainer json
@@ -121,10 +127,14 @@ def build_demo(base: Path | None = None, *, scale: float = 1.0) -> DemoTree:
     steps4 = [500 * (i + 1) for i in range(max(3, int(12 * scale)))]
     for i, step in enumerate(steps4):
         d = t4 / f"checkpoint-{step}"
-        write_sparse_safetensors(d / "model.safetensors",
-                                 {"lm_head.weight": ("BF16", (32000, 2048)),
-                                  "model.embed_tokens.weight": ("BF16", (32000, 2048))},
-                                 {"format": "pt"})
+        write_sparse_safetensors(
+            d / "model.safetensors",
+            {
+                "lm_head.weight": ("BF16", (32000, 2048)),
+                "model.embed_tokens.weight": ("BF16", (32000, 2048)),
+            },
+            {"format": "pt"},
+        )
         (d / "optimizer.pt").write_bytes(b"\0")
         os.truncate(d / "optimizer.pt", 524_288_000)
         (d / "trainer_state.json").write_text(json.dumps({"global_step": step}))

@@ -69,9 +69,21 @@ class Planner:
     async def _rows(self, where: Any) -> list[_Row]:
         q = (
             select(
-                FileRow.id, FileRow.relpath, FileRow.size_bytes, FileRow.disk_bytes,
-                FileRow.inode, FileRow.dev, FileRow.mtime_ns, FileRow.nlink, FileRow.status,
-                FileRow.state, Step.id, Step.step, Step.relpath, Step.pinned, Training.id,
+                FileRow.id,
+                FileRow.relpath,
+                FileRow.size_bytes,
+                FileRow.disk_bytes,
+                FileRow.inode,
+                FileRow.dev,
+                FileRow.mtime_ns,
+                FileRow.nlink,
+                FileRow.status,
+                FileRow.state,
+                Step.id,
+                Step.step,
+                Step.relpath,
+                Step.pinned,
+                Training.id,
                 Training.name,
             )
             .join(Step, Step.id == FileRow.step_id)
@@ -79,7 +91,7 @@ class Planner:
             .where(where)
         )
         async with self.db.sessions() as session:
-            return [_Row(*r) for r in (await session.execute(q)).all()]
+            return [_Row(*list(r)) for r in (await session.execute(q)).all()]
 
     async def _facts(self, training_ids: set[int]) -> tuple[dict[int, int], dict[int, int]]:
         """(newest step number per training, file count per step) for the given trainings."""
@@ -88,47 +100,75 @@ class Planner:
         ids = sorted(training_ids)
         async with self.db.sessions() as session:
             for i in range(0, len(ids), CHUNK):
-                chunk = ids[i:i + CHUNK]
-                q = select(Step.training_id, func.max(Step.step)).where(
-                    Step.training_id.in_(chunk)).group_by(Step.training_id)
+                chunk = ids[i : i + CHUNK]
+                q = (
+                    select(Step.training_id, func.max(Step.step))
+                    .where(Step.training_id.in_(chunk))
+                    .group_by(Step.training_id)
+                )
                 newest.update({t: s for t, s in (await session.execute(q)).all()})
-                q2 = (select(FileRow.step_id, func.count(FileRow.id)).join(Step)
-                      .where(Step.training_id.in_(chunk)).group_by(FileRow.step_id))
+                q2 = (
+                    select(FileRow.step_id, func.count(FileRow.id))
+                    .join(Step)
+                    .where(Step.training_id.in_(chunk))
+                    .group_by(FileRow.step_id)
+                )
                 counts.update({s: c for s, c in (await session.execute(q2)).all()})
         return newest, counts
 
     async def plan_files(
-        self, root_id: int, file_ids: Iterable[int], *, force: bool = False,
+        self,
+        root_id: int,
+        file_ids: Iterable[int],
+        *,
+        force: bool = False,
         include_open: bool = False,
     ) -> Plan:
         ids = sorted(set(file_ids))
         rows: list[_Row] = []
         for i in range(0, len(ids), CHUNK):
-            rows += await self._rows(FileRow.id.in_(ids[i:i + CHUNK]))
+            rows += await self._rows(FileRow.id.in_(ids[i : i + CHUNK]))
         return await self._build(root_id, rows, force=force, include_open=include_open)
 
     async def plan_steps(
-        self, root_id: int, step_ids: Iterable[int], *, force: bool = False,
+        self,
+        root_id: int,
+        step_ids: Iterable[int],
+        *,
+        force: bool = False,
         include_open: bool = False,
     ) -> Plan:
         ids = sorted(set(step_ids))
         rows: list[_Row] = []
         for i in range(0, len(ids), CHUNK):
-            rows += await self._rows(Step.id.in_(ids[i:i + CHUNK]))
+            rows += await self._rows(Step.id.in_(ids[i : i + CHUNK]))
         return await self._build(root_id, rows, force=force, include_open=include_open)
 
     async def plan_retention(
-        self, root_id: int, keep: int, trainings: Iterable[str] | None = None, *,
-        force: bool = False, include_open: bool = False,
+        self,
+        root_id: int,
+        keep: int,
+        trainings: Iterable[str] | None = None,
+        *,
+        force: bool = False,
+        include_open: bool = False,
     ) -> Plan:
         """Keep the newest ``keep`` steps (and pinned ones) of every or the named trainings."""
         if keep < 1:
             raise TargetError("--keep must be at least 1")
         wanted = set(trainings) if trainings is not None else None
         q = (
-            select(Step.id, Step.step, Step.pinned, Step.relpath, Training.id, Training.name,
-                   Training.relpath, func.coalesce(func.sum(FileRow.size_bytes), 0),
-                   func.coalesce(func.max(FileRow.mtime_ns), 0))
+            select(
+                Step.id,
+                Step.step,
+                Step.pinned,
+                Step.relpath,
+                Training.id,
+                Training.name,
+                Training.relpath,
+                func.coalesce(func.sum(FileRow.size_bytes), 0),
+                func.coalesce(func.max(FileRow.mtime_ns), 0),
+            )
             .join(Training, Training.id == Step.training_id)
             .join(FileRow, FileRow.step_id == Step.id, isouter=True)
             .where(Training.root_id == root_id)
@@ -150,19 +190,33 @@ class Planner:
         kept: list[KeptStep] = []
         for steps in by_training.values():
             decision = retention.keep_newest(
-                (retention.StepFacts(r[0], r[1], r[2], r[8]) for r in steps), keep)
+                (retention.StepFacts(r[0], r[1], r[2], r[8]) for r in steps), keep
+            )
             delete_ids += decision.delete
             for r in steps:
                 if r[0] in decision.keep:
-                    kept.append(KeptStep(r[0], r[5], r[1], os.path.join(root, r[3]), int(r[7]),
-                                         decision.keep[r[0]]))
+                    kept.append(
+                        KeptStep(
+                            r[0],
+                            r[5],
+                            r[1],
+                            os.path.join(root, r[3]),
+                            int(r[7]),
+                            decision.keep[r[0]],
+                        )
+                    )
         plan = await self.plan_steps(root_id, delete_ids, force=force, include_open=include_open)
         kept.sort(key=lambda k: (k.training, k.step))
-        return Plan(plan.root_id, plan.root, plan.steps, tuple(kept), plan.protected,
-                    plan.created_at)
+        return Plan(
+            plan.root_id, plan.root, plan.steps, tuple(kept), plan.protected, plan.created_at
+        )
 
     async def plan_targets(
-        self, root_id: int, targets: Iterable[str], *, force: bool = False,
+        self,
+        root_id: int,
+        targets: Iterable[str],
+        *,
+        force: bool = False,
         include_open: bool = False,
     ) -> Plan:
         """CLI targets: step directories or files (or layer directories) under the root."""
@@ -177,28 +231,33 @@ class Planner:
             parts = _components(target)
             if len(parts) <= len(root_parts) or parts[: len(root_parts)] != root_parts:
                 raise TargetError(f"{target} is not under the root {root}")
-            rel = parts[len(root_parts):]
+            rel = parts[len(root_parts) :]
             for n in range(len(rel), 0, -1):
                 sid = steps.get("/".join(rel[:n]))
                 if sid is not None:
                     break
             else:
-                raise TargetError(f"{target} is not an indexed step directory or file "
-                                  f"(run `ckpt-tui scan {root}` first?)")
+                raise TargetError(
+                    f"{target} is not an indexed step directory or file "
+                    f"(run `ckpt-tui scan {root}` first?)"
+                )
             if n == len(rel):
                 step_ids.append(sid)
                 continue
             inner = "/".join(rel[n:])
-            matched = [r.fid for r in await self._rows(Step.id == sid)
-                       if r.relpath == inner or r.relpath.startswith(inner + "/")]
+            matched = [
+                r.fid
+                for r in await self._rows(Step.id == sid)
+                if r.relpath == inner or r.relpath.startswith(inner + "/")
+            ]
             if not matched:
                 raise TargetError(f"{target} is not an indexed file of step {'/'.join(rel[:n])}")
             file_ids += matched
         rows: list[_Row] = []
         for i in range(0, len(step_ids), CHUNK):
-            rows += await self._rows(Step.id.in_(step_ids[i:i + CHUNK]))
+            rows += await self._rows(Step.id.in_(step_ids[i : i + CHUNK]))
         for i in range(0, len(file_ids), CHUNK):
-            rows += await self._rows(FileRow.id.in_(file_ids[i:i + CHUNK]))
+            rows += await self._rows(FileRow.id.in_(file_ids[i : i + CHUNK]))
         return await self._build(root_id, rows, force=force, include_open=include_open)
 
     async def _build(
@@ -242,16 +301,27 @@ class Planner:
                 continue
             assert parts is not None
             meta[r.sid] = r
-            chosen[r.sid].append(PlannedFile(
-                file_id=r.fid, relparts=parts, size_bytes=r.size, disk_bytes=r.disk,
-                inode=r.inode, mtime_ns=r.mtime_ns, nlink=r.nlink,
-                is_symlink=r.status == FileStatus.SYMLINK,
-            ))
+            chosen[r.sid].append(
+                PlannedFile(
+                    file_id=r.fid,
+                    relparts=parts,
+                    size_bytes=r.size,
+                    disk_bytes=r.disk,
+                    inode=r.inode,
+                    mtime_ns=r.mtime_ns,
+                    nlink=r.nlink,
+                    is_symlink=r.status == FileStatus.SYMLINK,
+                )
+            )
         steps = tuple(
             PlannedStep(
-                step_id=sid, training=meta[sid].training, training_id=meta[sid].tid,
-                step=meta[sid].step, path=os.path.join(root, meta[sid].step_rel),
-                relparts=tuple(meta[sid].step_rel.split("/")), files=tuple(files),
+                step_id=sid,
+                training=meta[sid].training,
+                training_id=meta[sid].tid,
+                step=meta[sid].step,
+                path=os.path.join(root, meta[sid].step_rel),
+                relparts=tuple(meta[sid].step_rel.split("/")),
+                files=tuple(files),
                 whole=len(files) == counts.get(sid, 0),
             )
             for sid, files in chosen.items()

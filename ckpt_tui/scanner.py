@@ -43,7 +43,9 @@ class Scanner:
         self.seen_steps: set[int] = set()
         self.seen_trainings: set[int] = set()
 
-    async def _load(self, session: AsyncSession, training_rel: str | None) -> dict[tuple[str, str], Known]:
+    async def _load(
+        self, session: AsyncSession, training_rel: str | None
+    ) -> dict[tuple[str, str], Known]:
         """Existing rows for this root: ids for reconciling, headers for reuse."""
         q = select(Training.id, Training.relpath).where(Training.root_id == self.root_id)
         for tid, rel in (await session.execute(q)).all():
@@ -57,9 +59,18 @@ class Scanner:
             self.step_ids[(tid, rel)] = sid
         q3 = (
             select(
-                FileRow.id, FileRow.step_id, FileRow.relpath, FileRow.inode, FileRow.size_bytes,
-                FileRow.mtime_ns, FileRow.status, FileRow.header, FileRow.meta, FileRow.error,
-                Step.relpath, FileRow.nlink,
+                FileRow.id,
+                FileRow.step_id,
+                FileRow.relpath,
+                FileRow.inode,
+                FileRow.size_bytes,
+                FileRow.mtime_ns,
+                FileRow.status,
+                FileRow.header,
+                FileRow.meta,
+                FileRow.error,
+                Step.relpath,
+                FileRow.nlink,
             )
             .join(Step, FileRow.step_id == Step.id)
             .join(Training, Step.training_id == Training.id)
@@ -99,8 +110,13 @@ class Scanner:
                 p = self._progress(stats, path)
                 loop.call_soon_threadsafe(on_progress, p)
 
-        walker = Walker(self.root.path, known, emit, tick,
-                        cancelled=(cancel.is_set if cancel else lambda: False))
+        walker = Walker(
+            self.root.path,
+            known,
+            emit,
+            tick,
+            cancelled=(cancel.is_set if cancel else lambda: False),
+        )
         start = tuple(training_rel.split("/")) if training_rel else ()
 
         def run_walk() -> WalkStats:
@@ -116,8 +132,11 @@ class Scanner:
             item = await queue.get()
             if item is not None:
                 pending.append(item)
-            flush = item is None or len(pending) >= BATCH_STEPS or (
-                time.monotonic() - batch_started >= BATCH_SECONDS)
+            flush = (
+                item is None
+                or len(pending) >= BATCH_STEPS
+                or (time.monotonic() - batch_started >= BATCH_SECONDS)
+            )
             if flush and pending:
                 await self._write(pending)
                 pending = []
@@ -149,15 +168,25 @@ class Scanner:
         )
         if on_progress:
             on_progress(self._progress(counts, "", done=True))
-        log.info("scanned %s: %d steps, %d files in %.2fs", self.root.path, result.steps,
-                 result.files, result.seconds)
+        log.info(
+            "scanned %s: %d steps, %d files in %.2fs",
+            self.root.path,
+            result.steps,
+            result.files,
+            result.seconds,
+        )
         return result
 
     def _progress(self, stats: WalkStats, path: str, done: bool = False) -> ScanProgress:
         return ScanProgress(
-            root=self.root.path, dirs_seen=stats.dirs, files_seen=stats.files,
-            bytes_seen=stats.bytes, steps_found=stats.steps,
-            headers_read=stats.headers_read, current=path, done=done,
+            root=self.root.path,
+            dirs_seen=stats.dirs,
+            files_seen=stats.files,
+            bytes_seen=stats.bytes,
+            steps_found=stats.steps,
+            headers_read=stats.headers_read,
+            current=path,
+            done=done,
         )
 
     async def _write(self, steps: list[ScannedStep]) -> None:
@@ -167,26 +196,50 @@ class Scanner:
             for s in steps:
                 tid = self.training_ids.get(s.training_relpath)
                 if tid is None:
-                    tid = (await session.execute(
-                        insert(Training).values(root_id=self.root_id, name=s.training_name,
-                                                relpath=s.training_relpath)
-                        .returning(Training.id))).scalar_one()
+                    tid = (
+                        await session.execute(
+                            insert(Training)
+                            .values(
+                                root_id=self.root_id,
+                                name=s.training_name,
+                                relpath=s.training_relpath,
+                            )
+                            .returning(Training.id)
+                        )
+                    ).scalar_one()
                     self.training_ids[s.training_relpath] = tid
                 self.seen_trainings.add(tid)
                 sid = self.step_ids.get((tid, s.relpath))
                 if sid is None:
-                    sid = (await session.execute(
-                        insert(Step).values(training_id=tid, step=s.step, dirname=s.dirname,
-                                            relpath=s.relpath, pinned=False)
-                        .returning(Step.id))).scalar_one()
+                    sid = (
+                        await session.execute(
+                            insert(Step)
+                            .values(
+                                training_id=tid,
+                                step=s.step,
+                                dirname=s.dirname,
+                                relpath=s.relpath,
+                                pinned=False,
+                            )
+                            .returning(Step.id)
+                        )
+                    ).scalar_one()
                     self.step_ids[(tid, s.relpath)] = sid
                 self.seen_steps.add(sid)
                 for f in s.files:
                     values = {
-                        "relpath": f.relpath, "layer": f.layer, "hook": f.hook,
-                        "size_bytes": f.size, "disk_bytes": f.disk, "inode": f.inode,
-                        "dev": f.dev, "nlink": f.nlink, "mtime_ns": f.mtime_ns,
-                        "status": f.status, "header": f.header, "meta": f.meta,
+                        "relpath": f.relpath,
+                        "layer": f.layer,
+                        "hook": f.hook,
+                        "size_bytes": f.size,
+                        "disk_bytes": f.disk,
+                        "inode": f.inode,
+                        "dev": f.dev,
+                        "nlink": f.nlink,
+                        "mtime_ns": f.mtime_ns,
+                        "status": f.status,
+                        "header": f.header,
+                        "meta": f.meta,
                         "error": f.error,
                     }
                     existing = self.file_rows.get((sid, f.relpath))
@@ -196,8 +249,9 @@ class Scanner:
                     fid, *identity = existing
                     self.seen_files.add(fid)
                     if f.header_read or identity != [f.inode, f.size, f.mtime_ns, f.nlink]:
-                        await session.execute(update(FileRow).where(FileRow.id == fid)
-                                              .values(**values))
+                        await session.execute(
+                            update(FileRow).where(FileRow.id == fid).values(**values)
+                        )
             if new_files:
                 await session.execute(insert(FileRow), new_files)
         if new_files:
@@ -205,9 +259,15 @@ class Scanner:
             async with self.db.sessions() as session:
                 sids = {r["step_id"] for r in new_files}
                 for chunk in _chunks(sorted(sids), DELETE_CHUNK):
-                    q = select(FileRow.id, FileRow.step_id, FileRow.relpath, FileRow.inode,
-                               FileRow.size_bytes, FileRow.mtime_ns, FileRow.nlink
-                               ).where(FileRow.step_id.in_(chunk))
+                    q = select(
+                        FileRow.id,
+                        FileRow.step_id,
+                        FileRow.relpath,
+                        FileRow.inode,
+                        FileRow.size_bytes,
+                        FileRow.mtime_ns,
+                        FileRow.nlink,
+                    ).where(FileRow.step_id.in_(chunk))
                     for fid, sid, rel, ino, size, mtime, nlink in (await session.execute(q)).all():
                         self.file_rows[(sid, rel)] = (fid, ino, size, mtime, nlink)
                         self.seen_files.add(fid)
@@ -216,29 +276,39 @@ class Scanner:
         """Drop rows for files, steps and trainings no longer on disk (active rows only)."""
         scope_trainings = (
             {t: i for t, i in self.training_ids.items() if t == training_rel}
-            if training_rel is not None else self.training_ids
+            if training_rel is not None
+            else self.training_ids
         )
         tids = set(scope_trainings.values())
         step_training = {s: t for (t, _), s in self.step_ids.items()}
-        gone_files = [fid for (sid, _), (fid, *_r) in self.file_rows.items()
-                      if fid not in self.seen_files and step_training.get(sid) in tids]
-        gone_steps = [sid for (tid, _), sid in self.step_ids.items()
-                      if tid in tids and sid not in self.seen_steps]
+        gone_files = [
+            fid
+            for (sid, _), (fid, *_r) in self.file_rows.items()
+            if fid not in self.seen_files and step_training.get(sid) in tids
+        ]
+        gone_steps = [
+            sid
+            for (tid, _), sid in self.step_ids.items()
+            if tid in tids and sid not in self.seen_steps
+        ]
         gone_trainings = [tid for tid in tids if tid not in self.seen_trainings]
         async with self.db.sessions() as session, session.begin():
             for chunk in _chunks(gone_files, DELETE_CHUNK):
-                await session.execute(delete(FileRow).where(
-                    FileRow.id.in_(chunk), FileRow.state == RowState.ACTIVE.value))
+                await session.execute(
+                    delete(FileRow).where(
+                        FileRow.id.in_(chunk), FileRow.state == RowState.ACTIVE.value
+                    )
+                )
             for chunk in _chunks(gone_steps, DELETE_CHUNK):
                 still = select(FileRow.step_id).where(FileRow.step_id.in_(chunk))
                 await session.execute(delete(Step).where(Step.id.in_(chunk), Step.id.not_in(still)))
             for chunk in _chunks(gone_trainings, DELETE_CHUNK):
                 still_t = select(Step.training_id).where(Step.training_id.in_(chunk))
-                await session.execute(delete(Training).where(
-                    Training.id.in_(chunk), Training.id.not_in(still_t)))
+                await session.execute(
+                    delete(Training).where(Training.id.in_(chunk), Training.id.not_in(still_t))
+                )
         return len(gone_files)
 
 
 def _chunks(items: list[int], n: int) -> list[list[int]]:
-    return [items[i:i + n] for i in range(0, len(items), n)]
-
+    return [items[i : i + n] for i in range(0, len(items), n)]

@@ -76,7 +76,9 @@ class CheckpointService:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -136,7 +138,9 @@ class CheckpointService:
 
     # listing ------------------------------------------------------------------------------
 
-    async def trainings(self, root_id: int, names: Iterable[str] | None = None) -> list[TrainingInfo]:
+    async def trainings(
+        self, root_id: int, names: Iterable[str] | None = None
+    ) -> list[TrainingInfo]:
         """Trainings under a root, sorted by name, with totals over their steps."""
         per_step = (
             select(
@@ -151,9 +155,12 @@ class CheckpointService:
         )
         q = (
             select(
-                Training.id, Training.name, Training.relpath,
+                Training.id,
+                Training.name,
+                Training.relpath,
                 func.count(func.distinct(per_step.c.sid)),
-                func.min(per_step.c.step), func.max(per_step.c.step),
+                func.min(per_step.c.step),
+                func.max(per_step.c.step),
                 func.max(per_step.c.layers),
             )
             .join(per_step, per_step.c.tid == Training.id, isouter=True)
@@ -162,8 +169,11 @@ class CheckpointService:
         )
         sizes = (
             select(
-                Step.training_id, func.count(FileRow.id), func.coalesce(func.sum(FileRow.size_bytes), 0),
-                func.coalesce(func.sum(FileRow.disk_bytes), 0), func.max(FileRow.mtime_ns),
+                Step.training_id,
+                func.count(FileRow.id),
+                func.coalesce(func.sum(FileRow.size_bytes), 0),
+                func.coalesce(func.sum(FileRow.disk_bytes), 0),
+                func.max(FileRow.mtime_ns),
             )
             .join(FileRow, FileRow.step_id == Step.id)
             .join(Training, Training.id == Step.training_id)
@@ -180,12 +190,22 @@ class CheckpointService:
                 if wanted is not None and name not in wanted and rel not in wanted:
                     continue
                 nfiles, size, disk, newest = size_rows.get(tid, (0, 0, 0, None))
-                out.append(TrainingInfo(
-                    id=tid, root_id=root_id, name=name, path=_join(root_path, rel),
-                    step_count=nsteps, file_count=nfiles, size_bytes=int(size),
-                    disk_bytes=int(disk), min_step=lo, max_step=hi, newest_mtime_ns=newest,
-                    layer_count=layers or 0,
-                ))
+                out.append(
+                    TrainingInfo(
+                        id=tid,
+                        root_id=root_id,
+                        name=name,
+                        path=_join(root_path, rel),
+                        step_count=nsteps,
+                        file_count=nfiles,
+                        size_bytes=int(size),
+                        disk_bytes=int(disk),
+                        min_step=lo,
+                        max_step=hi,
+                        newest_mtime_ns=newest,
+                        layer_count=layers or 0,
+                    )
+                )
         return sorted(out, key=lambda t: (t.name, t.path))
 
     async def steps(self, training_id: int) -> list[StepInfo]:
@@ -201,14 +221,23 @@ class CheckpointService:
         root_path = root.path if root else ""
         q = (
             select(
-                Step.id, Step.step, Step.dirname, Step.relpath, Step.pinned,
-                func.count(FileRow.id), func.count(func.distinct(FileRow.layer)),
+                Step.id,
+                Step.step,
+                Step.dirname,
+                Step.relpath,
+                Step.pinned,
+                func.count(FileRow.id),
+                func.count(func.distinct(FileRow.layer)),
                 func.coalesce(func.sum(FileRow.size_bytes), 0),
                 func.coalesce(func.sum(FileRow.disk_bytes), 0),
                 func.coalesce(func.max(FileRow.mtime_ns), 0),
                 func.sum(FileRow.status.in_([s.value for s in BAD_STATUSES]).cast(_Int)),
-                func.sum((FileRow.error.is_not(None)
-                          & FileRow.status.not_in([s.value for s in BAD_STATUSES])).cast(_Int)),
+                func.sum(
+                    (
+                        FileRow.error.is_not(None)
+                        & FileRow.status.not_in([s.value for s in BAD_STATUSES])
+                    ).cast(_Int)
+                ),
                 func.sum(FileRow.relpath.like("%.tmp%").cast(_Int)),
             )
             .join(FileRow, FileRow.step_id == Step.id, isouter=True)
@@ -219,7 +248,21 @@ class CheckpointService:
         rows = (await session.execute(q)).all()
         most_layers = max((r[6] for r in rows), default=0)
         out = []
-        for sid, step, dirname, rel, pinned, nfiles, layers, size, disk, mtime, bad, errs, tmp in rows:
+        for (
+            sid,
+            step,
+            dirname,
+            rel,
+            pinned,
+            nfiles,
+            layers,
+            size,
+            disk,
+            mtime,
+            bad,
+            errs,
+            tmp,
+        ) in rows:
             problems = []
             if layers < most_layers:
                 problems.append(f"{layers} of {most_layers} layers")
@@ -231,12 +274,23 @@ class CheckpointService:
                 problems.append("stray temporary file")
             if nfiles == 0:
                 problems.append("no files")
-            out.append(StepInfo(
-                id=sid, training_id=training_id, step=step, dirname=dirname,
-                path=_join(root_path, rel), file_count=nfiles, layer_count=layers,
-                size_bytes=int(size), disk_bytes=int(disk), mtime_ns=int(mtime),
-                pinned=bool(pinned), incomplete=bool(problems), problems=tuple(problems),
-            ))
+            out.append(
+                StepInfo(
+                    id=sid,
+                    training_id=training_id,
+                    step=step,
+                    dirname=dirname,
+                    path=_join(root_path, rel),
+                    file_count=nfiles,
+                    layer_count=layers,
+                    size_bytes=int(size),
+                    disk_bytes=int(disk),
+                    mtime_ns=int(mtime),
+                    pinned=bool(pinned),
+                    incomplete=bool(problems),
+                    problems=tuple(problems),
+                )
+            )
         return out
 
     async def files(self, step_id: int) -> list[FileInfo]:
@@ -268,7 +322,9 @@ class CheckpointService:
             )
             return FileDetails(
                 file=_file_info(row, _join(root_path, step.relpath)),
-                inode=row.inode, nlink=row.nlink, tensors=tensors,
+                inode=row.inode,
+                nlink=row.nlink,
+                tensors=tensors,
                 parameter_count=int(header.get("parameter_count", 0)),
                 metadata=dict(row.meta or {}),
                 header_error=row.error if row.status in BAD_STATUSES else None,
@@ -287,11 +343,23 @@ class CheckpointService:
                     files_by_step.setdefault(r.step_id, []).append(
                         _file_info(r, step_paths.get(r.step_id, ""))
                     )
-            out.append(TrainingTree(t, tuple(
-                StepTree(s, tuple(sorted(files_by_step[s.id],
-                                         key=lambda f: (f.layer is None, f.layer or 0, f.relpath))))
-                for s in steps
-            )))
+            out.append(
+                TrainingTree(
+                    t,
+                    tuple(
+                        StepTree(
+                            s,
+                            tuple(
+                                sorted(
+                                    files_by_step[s.id],
+                                    key=lambda f: (f.layer is None, f.layer or 0, f.relpath),
+                                )
+                            ),
+                        )
+                        for s in steps
+                    ),
+                )
+            )
         return out
 
     async def file_map(self, root_id: int) -> list[FileBrief]:
@@ -316,18 +384,29 @@ class CheckpointService:
 
     # planning and deletion ----------------------------------------------------------------
 
-    async def plan_files(self, root_id: int, file_ids: Iterable[int], *, force: bool = False) -> Plan:
+    async def plan_files(
+        self, root_id: int, file_ids: Iterable[int], *, force: bool = False
+    ) -> Plan:
         return await self.planner.plan_files(root_id, file_ids, force=force)
 
-    async def plan_steps(self, root_id: int, step_ids: Iterable[int], *, force: bool = False) -> Plan:
+    async def plan_steps(
+        self, root_id: int, step_ids: Iterable[int], *, force: bool = False
+    ) -> Plan:
         return await self.planner.plan_steps(root_id, step_ids, force=force)
 
     async def plan_retention(
-        self, root_id: int, keep: int, trainings: Iterable[str] | None = None, *, force: bool = False
+        self,
+        root_id: int,
+        keep: int,
+        trainings: Iterable[str] | None = None,
+        *,
+        force: bool = False,
     ) -> Plan:
         return await self.planner.plan_retention(root_id, keep, trainings, force=force)
 
-    async def plan_targets(self, root_id: int, targets: Iterable[str], *, force: bool = False) -> Plan:
+    async def plan_targets(
+        self, root_id: int, targets: Iterable[str], *, force: bool = False
+    ) -> Plan:
         return await self.planner.plan_targets(root_id, targets, force=force)
 
     async def execute(
@@ -361,7 +440,8 @@ class CheckpointService:
             await session.commit()
             return True
         root_id = await session.scalar(
-            select(Training.root_id).join(Step).where(Step.id == row.step_id))
+            select(Training.root_id).join(Step).where(Step.id == row.step_id)
+        )
         await session.commit()  # never hold a transaction across filesystem work
         assert root_id is not None
         plan = await self.planner.plan_files(root_id, [fid], force=True)
@@ -372,7 +452,8 @@ class CheckpointService:
 
     async def _root_path_of_step(self, session: AsyncSession, step: Step) -> str:
         path = await session.scalar(
-            select(Root.path).join(Training).where(Training.id == step.training_id))
+            select(Root.path).join(Training).where(Training.id == step.training_id)
+        )
         return path or ""
 
 
@@ -382,8 +463,16 @@ def _join(root: str, rel: str) -> str:
 
 def _file_info(r: FileRow, step_path: str) -> FileInfo:
     return FileInfo(
-        id=r.id, step_id=r.step_id, relpath=r.relpath, path=f"{step_path}/{r.relpath}",
-        layer=r.layer, hook=r.hook, size_bytes=r.size_bytes, disk_bytes=r.disk_bytes,
-        mtime_ns=r.mtime_ns, status=FileStatus(r.status), state=RowState(r.state), error=r.error,
+        id=r.id,
+        step_id=r.step_id,
+        relpath=r.relpath,
+        path=f"{step_path}/{r.relpath}",
+        layer=r.layer,
+        hook=r.hook,
+        size_bytes=r.size_bytes,
+        disk_bytes=r.disk_bytes,
+        mtime_ns=r.mtime_ns,
+        status=FileStatus(r.status),
+        state=RowState(r.state),
+        error=r.error,
     )
-

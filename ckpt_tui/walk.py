@@ -75,7 +75,9 @@ class WalkStats:
     notes: list[str] = field(default_factory=list)
 
 
-def summarise_header(path: str, size: int) -> tuple[str, dict[str, Any] | None, dict[str, str] | None, str | None]:
+def summarise_header(
+    path: str, size: int
+) -> tuple[str, dict[str, Any] | None, dict[str, str] | None, str | None]:
     """(status, header summary, metadata, error) for one safetensors file."""
     try:
         header = read_header(path, file_size=size)
@@ -139,8 +141,9 @@ class Walker:
                 elif len(parts) < MAX_DEPTH:
                     stack.append((*parts, entry.name))
                 else:
-                    self.stats.notes.append(f"not searched below {entry.path}: deeper than "
-                                            f"{MAX_DEPTH} directories")
+                    self.stats.notes.append(
+                        f"not searched below {entry.path}: deeper than {MAX_DEPTH} directories"
+                    )
             self.tick(self.stats, path)
         return self.stats
 
@@ -178,7 +181,9 @@ class Walker:
         self.stats.steps += 1
         self.emit(scanned)
 
-    def _file(self, step_rel: str, parts: tuple[str, ...], path: str, st: os.stat_result) -> ScannedFile:
+    def _file(
+        self, step_rel: str, parts: tuple[str, ...], path: str, st: os.stat_result
+    ) -> ScannedFile:
         relpath = layout.join_parts(parts)
         layer = layout.file_layer(parts)
         is_reg = stat.S_ISREG(st.st_mode)
@@ -203,9 +208,17 @@ class Walker:
             f.status = FileStatus.SPECIAL.value
         elif parts[-1].endswith(SAFETENSORS_SUFFIX):
             known = self.known.get((step_rel, relpath))
-            if known and (known.inode, known.size, known.mtime_ns) == (st.st_ino, size, st.st_mtime_ns):
+            if known and (known.inode, known.size, known.mtime_ns) == (
+                st.st_ino,
+                size,
+                st.st_mtime_ns,
+            ):
                 f.status, f.header, f.meta, f.error = (
-                    known.status, known.header, known.meta, known.error)
+                    known.status,
+                    known.header,
+                    known.meta,
+                    known.error,
+                )
                 self.stats.headers_reused += 1
             else:
                 f.status, f.header, f.meta, f.error = summarise_header(path, size)

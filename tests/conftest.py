@@ -17,7 +17,9 @@ from ckpt_tui.service import CheckpointService
 OLD = time.time() - 86_400  # files a day old: outside the live-writer window
 
 
-def write_checkpoint(path: Path, step: int, layer: int | None = None, *, mtime: float = OLD) -> Path:
+def write_checkpoint(
+    path: Path, step: int, layer: int | None = None, *, mtime: float = OLD
+) -> Path:
     """A small real safetensors file with the miStudio ``__metadata__``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(step * 100 + (layer or 0))
@@ -47,7 +49,9 @@ def make_training(
     layer_names = list(layers)
     for step in steps:
         for i, layer in enumerate(layer_names):
-            write_checkpoint(base / f"checkpoint_{step}" / layer / "checkpoint.safetensors", step, i)
+            write_checkpoint(
+                base / f"checkpoint_{step}" / layer / "checkpoint.safetensors", step, i
+            )
     return base
 
 
@@ -77,8 +81,9 @@ async def svc(db_path: str) -> AsyncIterator[CheckpointService]:
 @pytest.fixture
 async def svc_unprotected(db_path: str) -> AsyncIterator[CheckpointService]:
     """A service without live-writer protection, to exercise deletion of any step."""
-    service = await CheckpointService.open(db_path, protection=Protection(newest_step=False,
-                                                                         recent_seconds=0))
+    service = await CheckpointService.open(
+        db_path, protection=Protection(newest_step=False, recent_seconds=0)
+    )
     yield service
     await service.close()
 
@@ -88,4 +93,6 @@ def files_under(root: Path) -> set[str]:
 
 
 def empty_dirs(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_dir() and not p.is_symlink() and not any(p.iterdir())]
+    return [
+        p for p in root.rglob("*") if p.is_dir() and not p.is_symlink() and not any(p.iterdir())
+    ]

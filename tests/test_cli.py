@@ -35,9 +35,13 @@ def test_ls_json_shape(tree: Path, db_path: str) -> None:
     assert step["status"] == "ok"
     files = step["files"]
     assert [(f["layer"], f["hook"], f["status"]) for f in files] == [
-        (7, None, "ok"), (14, None, "ok"), (18, None, "ok")]
-    assert all(os.path.isabs(f["path"]) and os.path.getsize(f["path"]) == f["size_bytes"]
-               for f in files)
+        (7, None, "ok"),
+        (14, None, "ok"),
+        (18, None, "ok"),
+    ]
+    assert all(
+        os.path.isabs(f["path"]) and os.path.getsize(f["path"]) == f["size_bytes"] for f in files
+    )
     assert step["size_bytes"] == sum(f["size_bytes"] for f in files)
     assert a["size_bytes"] == sum(s["size_bytes"] for s in a["steps"])
 
@@ -56,10 +60,16 @@ def test_prune_dry_run_then_real_run_free_the_same_bytes(tree: Path, db_path: st
     dry = json.loads(out)
     assert dry["dry_run"] is True
     assert [(d["training"], d["step"]) for d in dry["delete"]] == [
-        ("train_a", 900), ("train_a", 2000), ("train_a", 10000),
-        ("train_b", 100), ("train_b", 200)]
-    assert {(k["training"], k["step"]) for k in dry["keep"]} == {("train_a", 30000),
-                                                                 ("train_b", 300)}
+        ("train_a", 900),
+        ("train_a", 2000),
+        ("train_a", 10000),
+        ("train_b", 100),
+        ("train_b", 200),
+    ]
+    assert {(k["training"], k["step"]) for k in dry["keep"]} == {
+        ("train_a", 30000),
+        ("train_b", 300),
+    }
     assert dry["bytes"] == sum(d["size_bytes"] for d in dry["delete"])
     assert files_under(tree) == before, "a dry run deletes nothing"
     code, out, _ = run("prune", str(tree), "--keep", "1", "--yes", "--json", db=db_path)
@@ -69,7 +79,8 @@ def test_prune_dry_run_then_real_run_free_the_same_bytes(tree: Path, db_path: st
     assert real["freed_bytes"] == dry["bytes"]
     assert len(real["deleted"]) == 3 * 3 + 2
     assert sorted(p.name for p in (tree / "train_a" / "checkpoints").iterdir()) == [
-        "checkpoint_30000"]
+        "checkpoint_30000"
+    ]
     assert sorted(p.name for p in (tree / "train_b").iterdir()) == ["checkpoint_300"]
     assert empty_dirs(tree) == []
 
@@ -83,10 +94,17 @@ def test_prune_without_yes_and_without_terminal_refuses(tree: Path, db_path: str
 
 def test_rm_step_and_file_targets(tree: Path, db_path: str) -> None:
     step = tree / "train_a" / "checkpoints" / "checkpoint_900"
-    layer_file = tree / "train_a" / "checkpoints" / "checkpoint_2000" / "layer_7" / (
-        "checkpoint.safetensors")
-    code, out, _ = run("rm", str(tree), str(step), str(layer_file), "--dry-run", "--json",
-                       db=db_path)
+    layer_file = (
+        tree
+        / "train_a"
+        / "checkpoints"
+        / "checkpoint_2000"
+        / "layer_7"
+        / ("checkpoint.safetensors")
+    )
+    code, out, _ = run(
+        "rm", str(tree), str(step), str(layer_file), "--dry-run", "--json", db=db_path
+    )
     assert code == 0
     dry = json.loads(out)
     assert [(d["step"], len(d["files"])) for d in dry["delete"]] == [(900, 3), (2000, 1)]
@@ -141,13 +159,30 @@ def test_human_ls_is_an_aligned_table(tree: Path, db_path: str) -> None:
 def test_module_entry_point_and_exit_code_on_failure(tree: Path, db_path: str) -> None:
     """``python -m ckpt_tui`` works; a failed item gives exit code 1 with the path named."""
     victim = tree / "train_b" / "checkpoint_100" / "sae.safetensors"
-    proc = subprocess.run([sys.executable, "-m", "ckpt_tui", "scan", str(tree), "--db", db_path],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckpt_tui", "scan", str(tree), "--db", db_path],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "2 trainings" in proc.stdout
     victim.write_bytes(victim.read_bytes() + b"changed")  # changed since the scan
-    proc = subprocess.run([sys.executable, "-m", "ckpt_tui", "rm", str(tree),
-                           str(victim.parent), "--yes", "--json", "--db", db_path],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ckpt_tui",
+            "rm",
+            str(tree),
+            str(victim.parent),
+            "--yes",
+            "--json",
+            "--db",
+            db_path,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert [f["path"] for f in doc["failed"]] == [str(victim)]

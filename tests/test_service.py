@@ -96,7 +96,9 @@ async def test_rescan_is_incremental_and_forgets_gone_files(tree: Path, svc) -> 
     assert [s.step for s in await svc.steps(t_b.id)] == [200, 300]
 
 
-async def test_symlinked_layer_dir_is_listed_never_followed(tmp_path: Path, svc_unprotected) -> None:
+async def test_symlinked_layer_dir_is_listed_never_followed(
+    tmp_path: Path, svc_unprotected
+) -> None:
     svc = svc_unprotected
     root = tmp_path / "root"
     make_training(root, "t", [1, 2])
@@ -116,7 +118,9 @@ async def test_symlinked_layer_dir_is_listed_never_followed(tmp_path: Path, svc_
     assert not step_dir.exists()
 
 
-async def test_file_changed_after_scan_survives_and_is_reported(tree: Path, svc_unprotected) -> None:
+async def test_file_changed_after_scan_survives_and_is_reported(
+    tree: Path, svc_unprotected
+) -> None:
     svc = svc_unprotected
     root_id = await scanned(svc, tree)
     t = next(t for t in await svc.trainings(root_id) if t.name == "train_a")
@@ -193,8 +197,9 @@ async def test_interrupted_deletion_is_finished_on_next_open(tree: Path, db_path
         async with svc.db.sessions() as session:
             from sqlalchemy import text
 
-            left = (await session.execute(text("SELECT count(*) FROM files WHERE state='deleting'"))
-                    ).scalar()
+            left = (
+                await session.execute(text("SELECT count(*) FROM files WHERE state='deleting'"))
+            ).scalar()
         assert left == 0
         assert not Path(step.path).exists(), "the interrupted step is finished and collapsed"
         assert [s.step for s in await svc.steps(t.id)] == [2000, 10000, 30000]
@@ -206,9 +211,14 @@ async def test_dry_run_bytes_equal_freed_bytes(tree: Path, svc) -> None:
     root_id = await scanned(svc, tree)
     plan = await svc.plan_retention(root_id, 2)
     assert [(s.training, s.step) for s in plan.steps] == [
-        ("train_a", 900), ("train_a", 2000), ("train_b", 100)]
+        ("train_a", 900),
+        ("train_a", 2000),
+        ("train_b", 100),
+    ]
     assert {k.step: k.reasons for k in plan.keep if k.training == "train_a"} == {
-        10000: ("keep newest 2",), 30000: ("newest",)}
+        10000: ("keep newest 2",),
+        30000: ("newest",),
+    }
     result = await svc.execute(plan)
     assert result.freed_bytes == plan.bytes > 0
 
@@ -228,8 +238,11 @@ async def test_pinned_step_is_kept_by_retention(tree: Path, svc) -> None:
 async def test_newest_and_recent_files_are_protected_unless_forced(tmp_path: Path, svc) -> None:
     root = tmp_path / "root"
     make_training(root, "t", [1, 2], layers=("layer_0",))
-    fresh = write_checkpoint(root / "t" / "checkpoints" / "checkpoint_0" / "layer_0" / "x.safetensors",
-                             0, mtime=time.time())
+    fresh = write_checkpoint(
+        root / "t" / "checkpoints" / "checkpoint_0" / "layer_0" / "x.safetensors",
+        0,
+        mtime=time.time(),
+    )
     root_id = await scanned(svc, root)
     t = (await svc.trainings(root_id))[0]
     ids = [s.id for s in await svc.steps(t.id)]
@@ -239,7 +252,8 @@ async def test_newest_and_recent_files_are_protected_unless_forced(tmp_path: Pat
     assert "modified" in reasons["checkpoint_0"]
     forced = await svc.plan_steps(root_id, ids, force=True)
     assert forced.file_count == 3 and str(fresh) in {
-        os.path.join(forced.root, *f.relparts) for f in forced.files}
+        os.path.join(forced.root, *f.relparts) for f in forced.files
+    }
 
 
 async def test_index_pragmas_and_schema_version(db_path: str, svc) -> None:

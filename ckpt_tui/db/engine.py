@@ -9,10 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from sqlalchemy import event, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from ckpt_tui.db.models import SCHEMA_VERSION, Base, Meta
 from ckpt_tui.errors import IndexBusy, IndexError_
@@ -95,17 +100,16 @@ async def open_database(db: str | None = None, *, create: bool = True) -> Databa
     except SQLAlchemyError as exc:
         raise IndexError_(f"index URL {db!r} is not valid: {describe_error(exc)}") from None
     sqlite_path: Path | None = None
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            sqlite_path = Path(parsed.database)
-            if sqlite_path.is_dir():
-                raise IndexError_(f"index {sqlite_path} is a directory, not a database file")
-            if not sqlite_path.exists() and not create:
-                raise IndexError_(f"index {sqlite_path} does not exist")
-            try:
-                sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise IndexError_(f"cannot create the index directory: {exc}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        sqlite_path = Path(str(parsed.database))
+        if sqlite_path.is_dir():
+            raise IndexError_(f"index {sqlite_path} is a directory, not a database file")
+        if not sqlite_path.exists() and not create:
+            raise IndexError_(f"index {sqlite_path} does not exist")
+        try:
+            sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IndexError_(f"cannot create the index directory: {exc}") from None
     try:
         engine = create_async_engine(url)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -145,7 +149,7 @@ async def _prepare(database: Database) -> None:
         ).scalar()
         if found is None:
             await conn.execute(
-                Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION))
             )
         elif found != str(SCHEMA_VERSION):
             raise IndexError_(
