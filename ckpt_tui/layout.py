@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 # checkpoint_498000 (miStudio, single layer), checkpoint-500 (HF Trainer)
 _STEP_RE = re.compile(r"^checkpoint[_-](\d{1,18})$")
+# SAELens: <checkpoints>/<run_id>/<n_training_samples>/ and final_<n>/
+_SAMPLES_RE = re.compile(r"^(?:final_)?(\d{1,18})$")
 # layer_7, layer_14_residual, layer_3_resid_post
 _LAYER_RE = re.compile(r"^layer_(\d{1,6})(?:_([A-Za-z0-9][A-Za-z0-9_.-]{0,63}))?$")
 CHECKPOINTS_DIR = "checkpoints"
@@ -27,6 +29,26 @@ def parse_step_dir(name: str) -> int | None:
     """The step number of a step directory name, or None if it is not one."""
     m = _STEP_RE.match(name)
     return int(m.group(1)) if m else None
+
+
+def step_for_dir(parent: tuple[str, ...], name: str) -> tuple[int, str] | None:
+    """(step, unit) if ``name`` under ``parent`` is a step directory of a known layout.
+
+    The unit is "step" for trainer steps and "samples" for SAELens, whose directories are
+    named by the number of training samples seen and sit in ``checkpoints/<run_id>/``.
+    """
+    step = parse_step_dir(name)
+    if step is not None:
+        return step, "step"
+    if len(parent) >= 2 and parent[-2] == CHECKPOINTS_DIR:
+        m = _SAMPLES_RE.match(name)
+        if m:
+            return int(m.group(1)), "samples"
+    return None
+
+
+def step_unit(dirname: str) -> str:
+    return "step" if parse_step_dir(dirname) is not None else "samples"
 
 
 def parse_layer_dir(name: str) -> LayerName | None:
@@ -82,7 +104,7 @@ def join_parts(parts: tuple[str, ...]) -> str:
 
 
 def is_step_dirname(name: str) -> bool:
-    return parse_step_dir(name) is not None
+    return parse_step_dir(name) is not None or _SAMPLES_RE.match(name) is not None
 
 
 def validate_step_record(step_relpath: str) -> tuple[str, ...] | None:

@@ -38,6 +38,7 @@ class Scanner:
         self.root_id = root_id
         self.training_ids: dict[str, int] = {}
         self.step_ids: dict[tuple[int, str], int] = {}
+        self.step_facts: dict[int, tuple[Any, Any]] = {}  # id -> (problems, config) as stored
         self.file_rows: dict[tuple[int, str], tuple[int, int, int, int, int]] = {}
         self.seen_files: set[int] = set()
         self.seen_steps: set[int] = set()
@@ -51,12 +52,13 @@ class Scanner:
         for tid, rel in (await session.execute(q)).all():
             self.training_ids[rel] = tid
         q2 = (
-            select(Step.id, Step.training_id, Step.relpath)
+            select(Step.id, Step.training_id, Step.relpath, Step.problems, Step.config)
             .join(Training)
             .where(Training.root_id == self.root_id)
         )
-        for sid, tid, rel in (await session.execute(q2)).all():
+        for sid, tid, rel, problems, config in (await session.execute(q2)).all():
             self.step_ids[(tid, rel)] = sid
+            self.step_facts[sid] = (problems or None, config or None)
         q3 = (
             select(
                 FileRow.id,
@@ -220,11 +222,20 @@ class Scanner:
                                 dirname=s.dirname,
                                 relpath=s.relpath,
                                 pinned=False,
+                                unit=s.unit,
+                                problems=s.problems or None,
+                                config=s.config,
                             )
                             .returning(Step.id)
                         )
                     ).scalar_one()
                     self.step_ids[(tid, s.relpath)] = sid
+                elif self.step_facts.get(sid) != (s.problems or None, s.config or None):
+                    await session.execute(
+                        update(Step)
+                        .where(Step.id == sid)
+                        .values(problems=s.problems or None, config=s.config)
+                    )
                 self.seen_steps.add(sid)
                 for f in s.files:
                     values = {

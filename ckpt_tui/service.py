@@ -226,6 +226,9 @@ class CheckpointService:
                 Step.dirname,
                 Step.relpath,
                 Step.pinned,
+                Step.unit,
+                Step.problems,
+                Step.config,
                 func.count(FileRow.id),
                 func.count(func.distinct(FileRow.layer)),
                 func.coalesce(func.sum(FileRow.size_bytes), 0),
@@ -246,7 +249,7 @@ class CheckpointService:
             .order_by(Step.step, Step.relpath)
         )
         rows = (await session.execute(q)).all()
-        most_layers = max((r[6] for r in rows), default=0)
+        most_layers = max((r[9] for r in rows), default=0)
         out = []
         for (
             sid,
@@ -254,6 +257,9 @@ class CheckpointService:
             dirname,
             rel,
             pinned,
+            unit,
+            scan_problems,
+            config,
             nfiles,
             layers,
             size,
@@ -263,7 +269,7 @@ class CheckpointService:
             errs,
             tmp,
         ) in rows:
-            problems = []
+            problems = list(scan_problems or [])
             if layers < most_layers:
                 problems.append(f"{layers} of {most_layers} layers")
             if bad:
@@ -289,6 +295,8 @@ class CheckpointService:
                     pinned=bool(pinned),
                     incomplete=bool(problems),
                     problems=tuple(problems),
+                    unit=unit,
+                    config=tuple((config or {}).items()),
                 )
             )
         return out

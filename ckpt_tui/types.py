@@ -65,6 +65,8 @@ class StepInfo:
     pinned: bool
     incomplete: bool  # fewer layers than the training's fullest step, or a file not ok
     problems: tuple[str, ...] = ()  # human words for why it is incomplete
+    unit: str = "step"  # "samples" for SAELens, whose steps count training samples
+    config: tuple[tuple[str, str], ...] = ()  # SAELens cfg.json summary (d_in, d_sae, hook...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ directories cannot hit the recursion limit. Header reads are skipped for files w
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -62,6 +63,9 @@ class ScannedStep:
     dirname: str
     relpath: str
     files: list[ScannedFile] = field(default_factory=list)
+    unit: str = "step"
+    problems: list[str] = field(default_factory=list)  # found at scan time (missing shards, ...)
+    config: dict[str, str] | None = None  # SAELens cfg.json summary
 
 
 @dataclass(slots=True)
@@ -135,9 +139,9 @@ class Walker:
                 if _display_name(entry.name) != entry.name:
                     self.stats.notes.append(f"skipped {entry.path!r}: name is not UTF-8")
                     continue
-                step = layout.parse_step_dir(entry.name)
-                if step is not None:
-                    self._step(parts, entry.name, step)
+                found = layout.step_for_dir(parts, entry.name)
+                if found is not None:
+                    self._step(parts, entry.name, *found)
                 elif len(parts) < MAX_DEPTH:
                     stack.append((*parts, entry.name))
                 else:
@@ -147,11 +151,13 @@ class Walker:
             self.tick(self.stats, path)
         return self.stats
 
-    def _step(self, parent: tuple[str, ...], dirname: str, step: int) -> None:
+    def _step(self, parent: tuple[str, ...], dirname: str, step: int, unit: str) -> None:
         training = layout.training_dir_for(parent)
         training_name = training[-1] if training else os.path.basename(self.root)
         rel = layout.join_parts((*parent, dirname))
-        scanned = ScannedStep(layout.join_parts(training), training_name, step, dirname, rel)
+        scanned = ScannedStep(
+            layout.join_parts(training), training_name, step, dirname, rel, unit=unit
+        )
         stack: list[tuple[str, ...]] = [()]
         step_path = os.path.join(self.root, *parent, dirname)
         while stack:
@@ -178,6 +184,7 @@ class Walker:
                         stack.append(parts)
                     continue
                 scanned.files.append(self._file(rel, parts, entry.path, st))
+        step_checks(scanned, step_path)
         self.stats.steps += 1
         self.emit(scanned)
 
@@ -225,3 +232,49 @@ class Walker:
                 f.header_read = True
                 self.stats.headers_read += 1
         return f
+
+
+SAE_WEIGHTS = "sae_weights.safetensors"
+SHARD_INDEX_SUFFIX = ".safetensors.index.json"
+MAX_SIDE_JSON = 16 * 1024 * 1024  # cfg.json and shard indexes are small; refuse giants
+CFG_KEYS = ("model_name", "hook_name", "hook_point", "d_in", "d_sae", "architecture")
+
+
+def _read_json(path: str) -> Any:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SIDE_JSON:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return json.loads(f.read(MAX_SIDE_JSON))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def step_checks(scanned: ScannedStep, step_path: str) -> None:
+    """Completeness checks a step can answer by itself: SAELens weights, sharded indexes."""
+    names = {f.relpath for f in scanned.files}
+    if scanned.unit == "samples":
+        if SAE_WEIGHTS not in names:
+            scanned.problems.append(f"no {SAE_WEIGHTS}")
+        if "cfg.json" in names:
+            cfg = _read_json(os.path.join(step_path, "cfg.json"))
+            if isinstance(cfg, dict):
+                scanned.config = {k: str(cfg[k]) for k in CFG_KEYS if k in cfg}
+    for rel in sorted(n for n in names if n.endswith(SHARD_INDEX_SUFFIX)):
+        index = _read_json(os.path.join(step_path, rel))
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            scanned.problems.append(f"{rel} is not a valid shard index")
+            continue
+        base = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+        shards = {str(v) for v in weight_map.values()}
+        missing = sorted(s for s in shards if base + s not in names)
+        for shard in missing:
+            scanned.problems.append(f"missing shard {shard} (named in {rel})")

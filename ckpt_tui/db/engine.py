@@ -148,9 +148,7 @@ async def _prepare(database: Database) -> None:
             await conn.execute(select(Meta.value).where(Meta.key == "schema_version"))
         ).scalar()
         if found is None:
-            await conn.execute(
-                insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION))
-            )
+            await conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
         elif found != str(SCHEMA_VERSION):
             raise IndexError_(
                 f"index {database.display} has schema version {found}; this ckpt-tui "

@@ -56,6 +56,9 @@ class Step(Base):
     dirname: Mapped[str] = mapped_column(Text)
     relpath: Mapped[str] = mapped_column(Text)  # from the root, "/"-separated
     pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    unit: Mapped[str] = mapped_column(String(16), default="step")  # "step" or "samples"
+    problems: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # from the scan
+    config: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)  # cfg.json
     training: Mapped[Training] = relationship(back_populates="steps")
     files: Mapped[list[FileRow]] = relationship(
         back_populates="step", cascade="all, delete-orphan", passive_deletes=True

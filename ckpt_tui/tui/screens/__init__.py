@@ -1,0 +1,1 @@
+"""Modal screens: confirm deletion, keep-newest-N, help."""

@@ -1,0 +1,1 @@
+"""Widgets of the browser: the checkpoint tree, the status bar, the details panel."""
