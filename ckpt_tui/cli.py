@@ -24,8 +24,9 @@ from ckpt_tui.clifmt import (
     result_json,
     tree_json,
 )
-from ckpt_tui.errors import CkptError
+from ckpt_tui.errors import CkptError, TargetError
 from ckpt_tui.planning import Protection
+from ckpt_tui.retention import Rules, parse_best, parse_duration
 from ckpt_tui.service import CheckpointService
 from ckpt_tui.types import DeleteProgress, Plan
 
@@ -256,6 +257,33 @@ def ls_cmd(root: str, db: str | None, trainings: tuple[str, ...], as_json: bool)
     help="Keep the newest N steps of each training (N >= 1).",
 )
 @click.option(
+    "--every",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help="Also keep, for each multiple of K, the step closest to it.",
+)
+@click.option(
+    "--best",
+    default=None,
+    metavar="KEY[:min|max]",
+    help="Also keep the best step(s) by a __metadata__ key (default min).",
+)
+@click.option(
+    "--best-n",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="How many best steps --best keeps.",
+)
+@click.option(
+    "--newer-than",
+    default=None,
+    metavar="DURATION",
+    help="Also keep steps written within DURATION (e.g. 24h, 7d).",
+)
+@click.option(
     "--training",
     "trainings",
     multiple=True,
@@ -271,6 +299,10 @@ def ls_cmd(root: str, db: str | None, trainings: tuple[str, ...], as_json: bool)
 def prune(
     root: str,
     keep: int,
+    every: int | None,
+    best: str | None,
+    best_n: int,
+    newer_than: str | None,
     trainings: tuple[str, ...],
     dry_run: bool,
     yes: bool,
@@ -279,11 +311,24 @@ def prune(
     force: bool,
     recent: float,
 ) -> int:
-    """Delete all but the newest N steps (pinned steps are always kept)."""
+    """Delete all but the steps the rules keep (pinned and newest steps are always kept).
+
+    Rules combine as a union, and each kept step shows every reason it is kept.
+    """
+    try:
+        rules = Rules(
+            keep=keep,
+            every=every,
+            best=parse_best(best, best_n) if best else None,
+            newer_than_s=parse_duration(newer_than) if newer_than else None,
+            newer_than_label=newer_than or "",
+        )
+    except ValueError as err:
+        raise TargetError(str(err)) from None
 
     async def make(svc: CheckpointService, root_id: int, include_open: bool) -> Plan:
         return await svc.planner.plan_retention(
-            root_id, keep, trainings or None, force=force, include_open=include_open
+            root_id, keep, trainings or None, force=force, include_open=include_open, rules=rules
         )
 
     return _run(_delete_flow(root, db, make, dry_run, yes, as_json, force, recent))

@@ -152,10 +152,12 @@ class Planner:
         *,
         force: bool = False,
         include_open: bool = False,
+        rules: retention.Rules | None = None,
     ) -> Plan:
-        """Keep the newest ``keep`` steps (and pinned ones) of every or the named trainings."""
+        """Keep the newest ``keep`` steps, pinned ones, and what ``rules`` add; plan the rest."""
         if keep < 1:
             raise TargetError("--keep must be at least 1")
+        rules = rules or retention.Rules(keep=keep)
         wanted = set(trainings) if trainings is not None else None
         q = (
             select(
@@ -172,7 +174,7 @@ class Planner:
             .join(Training, Training.id == Step.training_id)
             .join(FileRow, FileRow.step_id == Step.id, isouter=True)
             .where(Training.root_id == root_id)
-            .group_by(Step.id)
+            .group_by(Step.id, Training.id)
         )
         async with self.db.sessions() as session:
             all_steps = (await session.execute(q)).all()
@@ -186,12 +188,15 @@ class Planner:
         for r in all_steps:
             if wanted is None or r[5] in wanted or r[6] in wanted:
                 by_training[r[4]].append(r)
+        metrics = await self._metrics(set(by_training), rules.best.key) if rules.best else {}
         delete_ids: list[int] = []
         kept: list[KeptStep] = []
+        now_ns = time.time_ns()
         for steps in by_training.values():
-            decision = retention.keep_newest(
-                (retention.StepFacts(r[0], r[1], r[2], r[8]) for r in steps), keep
-            )
+            facts = [
+                retention.StepFacts(r[0], r[1], r[2], r[8], metrics.get(r[0], {})) for r in steps
+            ]
+            decision = retention.decide(facts, rules, now_ns)
             delete_ids += decision.delete
             for r in steps:
                 if r[0] in decision.keep:
@@ -210,6 +215,30 @@ class Planner:
         return Plan(
             plan.root_id, plan.root, plan.steps, tuple(kept), plan.protected, plan.created_at
         )
+
+    async def _metrics(
+        self, training_ids: set[int], key: str
+    ) -> dict[int, dict[str, float | None]]:
+        """Per step, the mean of ``__metadata__[key]`` over its files that carry it.
+
+        A step with no file carrying the key is absent (kept, not guessed); a value that is
+        not a number makes the step's value None (also kept).
+        """
+        values: dict[int, list[float | None]] = defaultdict(list)
+        q = (
+            select(FileRow.step_id, FileRow.meta)
+            .join(Step, Step.id == FileRow.step_id)
+            .where(Step.training_id.in_(sorted(training_ids)), FileRow.meta.is_not(None))
+        )
+        async with self.db.sessions() as session:
+            for sid, meta in (await session.execute(q)).all():
+                if isinstance(meta, dict) and key in meta:
+                    values[sid].append(_number(meta[key]))
+        out: dict[int, dict[str, float | None]] = {}
+        for sid, vs in values.items():
+            nums = [v for v in vs if v is not None]
+            out[sid] = {key: sum(nums) / len(nums) if len(nums) == len(vs) else None}
+        return out
 
     async def plan_targets(
         self,
@@ -327,6 +356,14 @@ class Planner:
             for sid, files in chosen.items()
         )
         return Plan(root_id, root, steps, (), tuple(protected), time.time())
+
+
+def _number(value: object) -> float | None:
+    try:
+        f = float(str(value))
+    except ValueError:
+        return None
+    return None if f != f else f
 
 
 def _components(path: str) -> tuple[str, ...]:

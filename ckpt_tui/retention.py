@@ -1,19 +1,54 @@
-"""Retention rules: which steps of a training to keep, each with every reason it is kept (pure)."""
+"""Retention rules: which steps of a training to keep, each with every reason it is kept (pure).
+
+Rules combine as a union: a step is kept if any rule keeps it, and it shows every reason.
+The newest step and pinned steps are always kept.
+"""
 
 from __future__ import annotations
 
+import bisect
+import math
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclass(frozen=True, slots=True)
 class StepFacts:
-    """What a rule may look at: the step number, pin state and newest file mtime."""
+    """What a rule may look at about one step."""
 
     id: int
     step: int
     pinned: bool
     mtime_ns: int
+    metrics: dict[str, float | None] = field(default_factory=dict)  # None: present, not numeric
+
+
+@dataclass(frozen=True, slots=True)
+class Best:
+    key: str
+    mode: str = "min"  # "min" or "max"
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    keep: int = 1  # newest N, N >= 1
+    every: int | None = None  # keep one step per multiple of K
+    best: Best | None = None
+    newer_than_s: float | None = None
+    newer_than_label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.keep < 1:
+            raise ValueError("keep must be at least 1: the newest step is never pruned")
+        if self.every is not None and self.every < 1:
+            raise ValueError("every must be a positive number of steps")
+        if self.best is not None and (self.best.count < 1 or self.best.mode not in ("min", "max")):
+            raise ValueError("best needs a count >= 1 and a mode of min or max")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,18 +57,85 @@ class Decision:
     delete: tuple[int, ...]  # step ids, oldest first
 
 
-def keep_newest(steps: Iterable[StepFacts], n: int) -> Decision:
-    """Keep the newest ``n`` steps (n >= 1) by step number, plus every pinned step."""
-    if n < 1:
-        raise ValueError("keep must be at least 1: the newest step is never pruned")
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '24h', '7d', '2w' -> seconds."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 24h, 7d)")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def parse_best(text: str, count: int = 1) -> Best:
+    """'avg_loss', 'avg_loss:min' or 'accuracy:max'."""
+    key, _, mode = text.partition(":")
+    if not key or mode not in ("", "min", "max"):
+        raise ValueError(f"not a rule: {text!r} (use KEY, KEY:min or KEY:max)")
+    return Best(key, mode or "min", count)
+
+
+def every_k(steps: list[StepFacts], k: int) -> set[int]:
+    """For each positive multiple of K up to the newest step, the step closest to it."""
+    if not steps:
+        return set()
+    ordered = sorted(steps, key=lambda s: s.step)
+    newest = ordered[-1].step
+    chosen: set[int] = set()
+    nums = [s.step for s in ordered]
+    for m in range(k, newest + 1, k):
+        i = bisect.bisect_left(nums, m)
+        around = [ordered[j] for j in (i - 1, i) if 0 <= j < len(ordered)]
+        best = min(around, key=lambda s: (abs(s.step - m), s.step))
+        chosen.add(best.id)
+    return chosen
+
+
+def best_n(steps: list[StepFacts], best: Best) -> tuple[set[int], set[int]]:
+    """(best ids, ids kept because their files lack a numeric value for the key)."""
+    scored = [(s.metrics.get(best.key), s) for s in steps]
+    unknown = {s.id for v, s in scored if v is None or math.isnan(v)}
+    known = [(v, s) for v, s in scored if v is not None and not math.isnan(v)]
+    known.sort(key=lambda vs: (vs[0] if best.mode == "min" else -vs[0], -vs[1].step))
+    return {s.id for _, s in known[: best.count]}, unknown
+
+
+def decide(steps: Iterable[StepFacts], rules: Rules, now_ns: int = 0) -> Decision:
+    """Apply every rule to one training's steps."""
     ordered = sorted(steps, key=lambda s: s.step)
     reasons: dict[int, list[str]] = {}
+
+    def add(sid: int, why: str) -> None:
+        reasons.setdefault(sid, []).append(why)
+
     for i, s in enumerate(reversed(ordered)):
         if i == 0:
-            reasons.setdefault(s.id, []).append("newest")
-        elif i < n:
-            reasons.setdefault(s.id, []).append(f"keep newest {n}")
+            add(s.id, "newest")
+        elif i < rules.keep:
+            add(s.id, f"keep newest {rules.keep}")
+    for s in ordered:
         if s.pinned:
-            reasons.setdefault(s.id, []).append("pinned")
+            add(s.id, "pinned")
+    if rules.every:
+        kept = every_k(ordered, rules.every)
+        for s in ordered:
+            if s.id in kept:
+                add(s.id, f"every {rules.every}")
+    if rules.best is not None:
+        top, unknown = best_n(ordered, rules.best)
+        for s in ordered:
+            if s.id in top:
+                add(s.id, f"best {rules.best.key}")
+            elif s.id in unknown:
+                add(s.id, f"no {rules.best.key}: kept, not guessed")
+    if rules.newer_than_s is not None:
+        cutoff = now_ns - int(rules.newer_than_s * 1e9)
+        label = rules.newer_than_label or f"{rules.newer_than_s:g}s"
+        for s in ordered:
+            if s.mtime_ns >= cutoff:
+                add(s.id, f"newer than {label}")
     keep = {sid: tuple(r) for sid, r in reasons.items()}
     return Decision(keep=keep, delete=tuple(s.id for s in ordered if s.id not in keep))
+
+
+def keep_newest(steps: Iterable[StepFacts], n: int) -> Decision:
+    """Keep the newest ``n`` steps (n >= 1) by step number, plus every pinned step."""
+    return decide(steps, Rules(keep=n))

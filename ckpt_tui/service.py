@@ -20,6 +20,7 @@ from ckpt_tui.db import Database, FileRow, Root, Step, Training, open_database
 from ckpt_tui.deletion import Deleter
 from ckpt_tui.errors import RootError
 from ckpt_tui.planning import Planner, Protection
+from ckpt_tui.retention import Rules
 from ckpt_tui.scanner import Scanner
 from ckpt_tui.types import (
     DeleteProgress,
@@ -409,8 +410,9 @@ class CheckpointService:
         trainings: Iterable[str] | None = None,
         *,
         force: bool = False,
+        rules: Rules | None = None,
     ) -> Plan:
-        return await self.planner.plan_retention(root_id, keep, trainings, force=force)
+        return await self.planner.plan_retention(root_id, keep, trainings, force=force, rules=rules)
 
     async def plan_targets(
         self, root_id: int, targets: Iterable[str], *, force: bool = False

@@ -35,6 +35,8 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
         self.training = training
         self.preview_fn = preview
         self.plan: Plan | None = None
+        self._plan_key: tuple[int, bool] | None = None
+        self._accept_when_ready = False
 
     def compose(self) -> ComposeResult:
         scope = f"training {self.training}" if self.training else "all trainings"
@@ -82,7 +84,7 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
         except CkptError as err:
             self.query_one("#keep-preview", Static).update(Content.styled(str(err), "$error"))
             return
-        self.plan = plan
+        self.plan, self._plan_key = plan, (n, everything)
         lines = [Content.assemble(
             "would mark ", (fmt.count(len(plan.steps), "step"), "bold"),
             f" ({fmt.count(plan.file_count, 'file')}) · ", (fmt.size(plan.bytes), "bold $success"),
@@ -94,6 +96,8 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
             lines.append(Content.styled(f"  … and {len(plan.steps) - PREVIEW_STEPS:,} more",
                                         "$text-muted"))
         self.query_one("#keep-preview", Static).update(Content("\n").join(lines))
+        if self._accept_when_ready:
+            self._accept()
 
     @on(Input.Submitted)
     def _submitted(self) -> None:
@@ -106,8 +110,11 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
             self.dismiss(None)
 
     def _accept(self) -> None:
-        if self.plan is not None and self.workers.is_empty:
+        key = (self._n(), self.query_one("#keep-all", Checkbox).value)
+        if self.plan is not None and self._plan_key == key:
             self.dismiss(self.plan)
+        else:
+            self._accept_when_ready = key[0] is not None
 
     def action_cancel(self) -> None:
         self.dismiss(None)

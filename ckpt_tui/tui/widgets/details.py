@@ -87,8 +87,9 @@ class DetailsPanel(VerticalScroll):
         out = [
             _kv("steps", f"{n:,} (step {lo:,} … {hi:,})"),
             _kv("files", f"{node.files:,}"),
-            _kv("layers", f"up to {info.layer_count} per step"),
         ]
+        if info.layer_count:
+            out.append(_kv("layers", f"up to {info.layer_count} per step"))
         if steps:
             pinned = sum(1 for s in steps if isinstance(s.info, StepInfo) and s.info.pinned)
             bad = sum(1 for s in steps if isinstance(s.info, StepInfo) and s.info.incomplete)

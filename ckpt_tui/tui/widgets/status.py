@@ -63,7 +63,8 @@ class StatusBar(Static):
             ("marked ", "$text-muted"), (marked, "bold $warning" if f.marked_files else ""),
             ("   freed this session ", "$text-muted"), (fmt.size(f.freed), "bold $success"),
             ("   sort ", "$text-muted"), f.sort,
-            ("   filter ", "$text-muted") if f.filter else "", (f.filter, "bold") if f.filter else "",
+            ("   filter ", "$text-muted") if f.filter else "",
+            (f.filter, "bold") if f.filter else "",
             ("   " + f.note, "$text-muted") if f.note else "",
         )
         self.update(Content("\n").join([line1, line2, line3]))

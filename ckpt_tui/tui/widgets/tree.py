@@ -231,7 +231,7 @@ class CheckpointTree(ScrollView, can_focus=True):
             Segment(" " + indent + arrow, base + self._style("dim")),
             Segment(name, name_style),
         ]
-        used = 3 + len(indent) + len(arrow) + len(name)
+        used = 4 + len(indent) + len(arrow) + len(name)
         if flag:
             segs.append(Segment(" " + flag, base + flag_style))
             used += len(flag) + 1
