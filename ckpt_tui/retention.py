@@ -6,7 +6,6 @@ The newest step and pinned steps are always kept.
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
 from collections.abc import Iterable
@@ -74,18 +73,28 @@ def parse_best(text: str, count: int = 1) -> Best:
 
 
 def every_k(steps: list[StepFacts], k: int) -> set[int]:
-    """For each positive multiple of K up to the newest step, the step closest to it."""
-    if not steps:
-        return set()
+    """For each positive multiple of K up to the newest step, the step closest to it.
+
+    Linear in the number of steps (not in newest / K): between two neighbouring steps a < b,
+    multiples up to their midpoint go to a (ties to the older step), the rest to b.
+    """
     ordered = sorted(steps, key=lambda s: s.step)
-    newest = ordered[-1].step
+    if not ordered:
+        return set()
+
+    def has_multiple(lo: float, hi: float) -> bool:
+        first = max(k, math.ceil(lo / k) * k)
+        return first <= hi
+
     chosen: set[int] = set()
-    nums = [s.step for s in ordered]
-    for m in range(k, newest + 1, k):
-        i = bisect.bisect_left(nums, m)
-        around = [ordered[j] for j in (i - 1, i) if 0 <= j < len(ordered)]
-        best = min(around, key=lambda s: (abs(s.step - m), s.step))
-        chosen.add(best.id)
+    if has_multiple(k, ordered[0].step):
+        chosen.add(ordered[0].id)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        mid = (a.step + b.step) / 2
+        if has_multiple(a.step, mid):
+            chosen.add(a.id)
+        if has_multiple(math.floor(mid) + 1, b.step):
+            chosen.add(b.id)
     return chosen
 
 
