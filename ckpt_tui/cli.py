@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ckpt_tui import __version__
+from ckpt_tui import __version__, export
 from ckpt_tui.clifmt import (
     Progress,
     plan_json,
@@ -216,9 +216,19 @@ def scan(root: str, db: str | None, as_json: bool) -> int:
     help="Only this training (repeatable).",
 )
 @json_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "ncdu", "csv"]),
+    default=None,
+    help="Output format: table (default), json, ncdu (open with `ncdu -f FILE`) or csv.",
+)
 @_guard
-def ls_cmd(root: str, db: str | None, trainings: tuple[str, ...], as_json: bool) -> int:
+def ls_cmd(
+    root: str, db: str | None, trainings: tuple[str, ...], as_json: bool, fmt: str | None
+) -> int:
     """List trainings, steps and files of ROOT (scanning it first if it is not indexed)."""
+    fmt = fmt or ("json" if as_json else "table")
 
     async def go() -> int:
         async with await CheckpointService.open(db) as svc:
@@ -238,8 +248,12 @@ def ls_cmd(root: str, db: str | None, trainings: tuple[str, ...], as_json: bool)
                         f"ckpt-tui: no training named {missing[0]!r} under {info.path}", err=True
                     )
                     return EXIT_FAILED
-            if as_json:
+            if fmt == "json":
                 click.echo(json.dumps(tree_json(info.path, tree)))
+            elif fmt == "ncdu":
+                click.echo(json.dumps(export.ncdu(info.path, tree)))
+            elif fmt == "csv":
+                click.echo(export.to_csv(tree), nl=False)
             else:
                 print_tree(info.path, tree)
             return 0

@@ -1,0 +1,101 @@
+"""Fixtures for the TUI tests: a real demo tree, a real SQLite index, the real app."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckpt_tui.demo import DemoTree, build_demo, sae_tensors, write_sparse_safetensors
+from ckpt_tui.planning import Protection
+from ckpt_tui.service import CheckpointService
+from ckpt_tui.tui.app import CkptApp
+from ckpt_tui.types import DiskUsage
+
+SIZE = (120, 36)
+FIXED_NOW = 1_718_000_000.0  # 2024-06-10: snapshots need ages that never change
+DISPLAY_ROOT = "/data/trainings"
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Times in the details panel are local: pin the zone so snapshots match anywhere."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> DemoTree:
+    return build_demo(tmp_path / "demo", scale=0.1)
+
+
+@pytest.fixture
+async def service(demo: DemoTree) -> AsyncIterator[CheckpointService]:
+    """A service on the demo index, already scanned, newest-step protection on (the default)."""
+    svc = await CheckpointService.open(str(demo.db_path))
+    await svc.scan(str(demo.root))
+    yield svc
+    await svc.close()
+
+
+async def settle(app: CkptApp, pilot: Any) -> None:
+    """Wait until every worker the app started (and the repaints they cause) are done."""
+    for _ in range(3):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def row_names(app: CkptApp) -> list[str]:
+    return [n.name for n in app.model.rows]
+
+
+async def goto(app: CkptApp, pilot: Any, name: str) -> None:
+    """Move the cursor with the keyboard until it is on the row called ``name``."""
+    target = row_names(app).index(name)
+    while app.ckpt_tree.cursor != target:
+        await pilot.press("down" if app.ckpt_tree.cursor < target else "up")
+    await settle(app, pilot)
+
+
+def make_app(demo: DemoTree, service: CheckpointService | None = None, **kw: Any) -> CkptApp:
+    return CkptApp(str(demo.root), str(demo.db_path), service=service, **kw)
+
+
+def fake_disk(free: int = 123_000_000_000, total: int = 250_000_000_000) -> Callable[
+        [str], DiskUsage]:
+    def usage(_root: str) -> DiskUsage:
+        return DiskUsage(total=total, used=total - free, free=free)
+
+    return usage
+
+
+def build_fixed_tree(base: Path) -> Path:
+    """A small tree with fixed mtimes (for snapshots): two trainings, one incomplete step."""
+    root = base / "trainings"
+    t1 = root / "train_36766f85" / "checkpoints"
+    for i, step in enumerate((2000, 4000, 6000, 8000, 10000, 12000)):
+        for layer in (7, 14, 18):
+            if step == 6000 and layer == 18:
+                continue
+            p = t1 / f"checkpoint_{step}" / f"layer_{layer}" / "checkpoint.safetensors"
+            write_sparse_safetensors(p, sae_tensors(), {"step": str(step),
+                                                        "layer_idx": str(layer)})
+            mtime = FIXED_NOW - (6 - i) * 3600
+            os.utime(p, (mtime, mtime))
+    t2 = root / "sae_gpt2_small_l8"
+    for i, step in enumerate((10000, 20000, 30000)):
+        p = t2 / f"checkpoint_{step}" / "sae.safetensors"
+        write_sparse_safetensors(p, sae_tensors(768, 12288), {"step": str(step)})
+        mtime = FIXED_NOW - (3 - i) * 86400
+        os.utime(p, (mtime, mtime))
+    return root
+
+
+@pytest.fixture
+def no_newest_protection() -> Protection:
+    return Protection(newest_step=False)
