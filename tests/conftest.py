@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +70,49 @@ def tree(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> str:
+    """An SQLite index file (modules that run on every backend override this with any_db)."""
     return str(tmp_path / "index.sqlite3")
+
+
+PG_URL = os.environ.get("CKPT_TUI_TEST_PG_URL")
+BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg  # only needed when CKPT_TUI_TEST_PG_URL is set
+    from sqlalchemy.engine import make_url
+
+    assert PG_URL is not None
+    url = make_url(PG_URL)
+    con = await asyncpg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        database=url.database or "postgres",
+    )
+    try:
+        await con.execute(sql)
+    finally:
+        await con.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty index on each backend: an SQLite file, and a fresh PostgreSQL database when
+    CKPT_TUI_TEST_PG_URL names a server (CI starts one)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "index.sqlite3")
+        return
+    from sqlalchemy.engine import make_url
+
+    assert PG_URL is not None
+    name = f"ckpt_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 @pytest.fixture

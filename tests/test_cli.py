@@ -15,6 +15,12 @@ from ckpt_tui.cli import main
 from tests.conftest import empty_dirs, files_under, make_training
 
 
+@pytest.fixture
+def db_path(any_db: str) -> str:
+    """Every test here runs on SQLite and, when configured, on PostgreSQL."""
+    return any_db
+
+
 def run(*args: str, db: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, [*args, "--db", db], catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr

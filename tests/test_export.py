@@ -17,6 +17,12 @@ from click.testing import CliRunner
 from ckpt_tui.cli import main
 
 
+@pytest.fixture
+def db_path(any_db: str) -> str:
+    """Every test here runs on SQLite and, when configured, on PostgreSQL."""
+    return any_db
+
+
 def _ls(tree: Path, db: str, fmt: str) -> str:
     result = CliRunner().invoke(main, ["ls", str(tree), "--format", fmt, "--db", db])
     assert result.exit_code == 0, result.output

@@ -5,8 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ckpt_tui.service import CheckpointService
 from tests.conftest import write_checkpoint
+
+
+@pytest.fixture
+def db_path(any_db: str) -> str:
+    """Every test here runs on SQLite and, when configured, on PostgreSQL."""
+    return any_db
 
 
 async def _steps_by_name(svc: CheckpointService, root: Path) -> dict[str, dict[str, object]]:

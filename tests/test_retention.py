@@ -146,8 +146,10 @@ def test_cli_prune_combines_rules_with_reasons(tmp_path: Path) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps=st.lists(st.integers(0, 5000), min_size=1, max_size=30, unique=True),
-       k=st.integers(1, 700))
+@given(
+    steps=st.lists(st.integers(0, 5000), min_size=1, max_size=30, unique=True),
+    k=st.integers(1, 700),
+)
 def test_every_k_matches_the_definition(steps: list[int], k: int) -> None:
     """Differential: the linear algorithm equals 'closest step to each multiple, ties older'."""
     fs = [StepFacts(s, s, False, 0) for s in steps]

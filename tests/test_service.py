@@ -8,11 +8,18 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from ckpt_tui.errors import IndexError_
 from ckpt_tui.service import CheckpointService
 from ckpt_tui.types import FileStatus, Outcome
 from tests.conftest import empty_dirs, files_under, make_training, write_checkpoint
+
+
+@pytest.fixture
+def db_path(any_db: str) -> str:
+    """Every test here runs on SQLite and, when configured, on PostgreSQL."""
+    return any_db
 
 
 async def scanned(svc: CheckpointService, root: Path) -> int:
@@ -187,16 +194,16 @@ async def test_interrupted_deletion_is_finished_on_next_open(tree: Path, db_path
     t = next(t for t in await svc.trainings(root_id) if t.name == "train_a")
     step = (await svc.steps(t.id))[0]
     files = await svc.files(step.id)
-    await svc.close()
     # A crash after the intent was committed and one file was unlinked, before the rest.
-    with sqlite3.connect(db_path) as con:
-        con.execute("UPDATE files SET state='deleting' WHERE step_id=?", (step.id,))
+    async with svc.db.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE files SET state='deleting' WHERE step_id=:s"), {"s": step.id}
+        )
+    await svc.close()
     os.unlink(files[0].path)
     svc = await CheckpointService.open(db_path)
     try:
         async with svc.db.sessions() as session:
-            from sqlalchemy import text
-
             left = (
                 await session.execute(text("SELECT count(*) FROM files WHERE state='deleting'"))
             ).scalar()
@@ -256,9 +263,9 @@ async def test_newest_and_recent_files_are_protected_unless_forced(tmp_path: Pat
     }
 
 
-async def test_index_pragmas_and_schema_version(db_path: str, svc) -> None:
-    from sqlalchemy import text
-
+async def test_sqlite_pragmas_and_schema_version(tmp_path: Path) -> None:
+    db_path = str(tmp_path / "index.sqlite3")
+    svc = await CheckpointService.open(db_path)
     async with svc.db.engine.connect() as conn:
         assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
         assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
