@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ckpt_tui import fs, layout
 from ckpt_tui.db import Database, FileRow, Root, Step, Training
+from ckpt_tui.db.claim import deletion_claim
 from ckpt_tui.db.engine import describe_error, is_locked_error
 from ckpt_tui.errors import IndexBusy, IndexError_, RootError
 from ckpt_tui.procfs import open_files
@@ -94,16 +95,17 @@ class Deleter:
         if plan.empty:
             return ExecuteResult((), (), (), 0, seconds=0.0)
         root = await self._root_handle(plan.root_id, plan.root)
-        with deletion_lock(self.db):
-            busy = {} if allow_open else open_files()
-            for batch in _batches(plan.steps):
-                if cancel.is_set():
-                    break
-                claimed = await self._claim([f.file_id for s in batch for f in s.files])
-                stopped = await self._run_batch(root, batch, claimed, busy, run, on_progress,
-                                                cancel)
-                if stopped:
-                    break
+        async with deletion_claim(self.db):
+            with deletion_lock(self.db):
+                busy = {} if allow_open else open_files()
+                for batch in _batches(plan.steps):
+                    if cancel.is_set():
+                        break
+                    claimed = await self._claim([f.file_id for s in batch for f in s.files])
+                    stopped = await self._run_batch(root, batch, claimed, busy, run, on_progress,
+                                                    cancel)
+                    if stopped:
+                        break
         skipped = {r.file_id for r in run.results}
         for s in plan.steps:
             for f in s.files:
@@ -264,8 +266,9 @@ class Deleter:
         if not rows:
             return 0
         try:
-            with deletion_lock(self.db):
-                return await self._recover_rows(rows)
+            async with deletion_claim(self.db):
+                with deletion_lock(self.db):
+                    return await self._recover_rows(rows)
         except IndexBusy:
             log.info("another deleter holds the lock; leaving %d rows to it", len(rows))
             return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -97,6 +98,23 @@ async def _pg_admin(sql: str) -> None:
         await con.close()
 
 
+@contextlib.contextmanager
+def fresh_pg_db() -> Iterator[str]:
+    """A new, empty PostgreSQL database on the CKPT_TUI_TEST_PG_URL server, dropped after."""
+    from sqlalchemy.engine import make_url
+
+    if PG_URL is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set CKPT_TUI_TEST_PG_URL (.ci/run starts PostgreSQL)")
+        pytest.skip("needs CKPT_TUI_TEST_PG_URL")
+    name = f"ckpt_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
 @pytest.fixture(params=BACKENDS)
 def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty index on each backend: an SQLite file, and a fresh PostgreSQL database when
@@ -104,15 +122,14 @@ def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "index.sqlite3")
         return
-    from sqlalchemy.engine import make_url
+    with fresh_pg_db() as url:
+        yield url
 
-    assert PG_URL is not None
-    name = f"ckpt_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(f"CREATE DATABASE {name}"))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    with fresh_pg_db() as url:
+        yield url
 
 
 @pytest.fixture
