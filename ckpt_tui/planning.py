@@ -6,6 +6,7 @@ applied here so both faces show the same reasons.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import defaultdict
@@ -296,7 +297,7 @@ class Planner:
         newest, counts = await self._facts({r.tid for r in rows})
         now_ns = time.time_ns()
         recent_ns = int(self.protection.recent_seconds * 1e9)
-        busy = open_files() if self.protection.open_files and rows else {}
+        busy = await asyncio.to_thread(open_files) if self.protection.open_files and rows else {}
         protected: list[Protected] = []
         chosen: dict[int, list[PlannedFile]] = defaultdict(list)
         meta: dict[int, _Row] = {}
