@@ -1,6 +1,7 @@
 """Synthetic checkpoint trees: real safetensors headers, sparse (hole) data sections.
 
-Layout (miStudio): ``<root>/train_<t>/checkpoints/checkpoint_<step>/layer_<n>/checkpoint.safetensors``.
+Layout (miStudio):
+``<root>/train_<t>/checkpoints/checkpoint_<step>/layer_<n>/checkpoint.safetensors``.
 Each file gets a real header (with per-file ``__metadata__``) written by
 ``ckpt_tui.demo.write_sparse_safetensors``'s format: the data section is a hole, so a 100k-file
 tree of "257 MB" files costs only inodes and one block each.

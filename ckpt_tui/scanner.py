@@ -2,33 +2,47 @@
 
 Rows are committed as steps are found (so a face can browse during a scan), a transaction
 per batch; files and steps gone from disk leave the index when the walk completes.
+
+Where the time goes (see benchmarks/README.md): the walk starts at once, while the index rows
+are loaded (identity columns only, no JSON) on the event loop, so loading overlaps the walk;
+unchanged files produce no SQL at all; new steps and files are inserted with one executemany
+per batch instead of a statement per step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, Text, delete, insert, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ckpt_tui.db import Database, FileRow, Root, Step, Training
 from ckpt_tui.fs import RootHandle
 from ckpt_tui.types import RowState, ScanProgress, ScanResult
-from ckpt_tui.walk import Known, ScannedStep, Walker, WalkStats
+from ckpt_tui.walk import KnownIndex, KnownRow, ScannedFile, ScannedStep, Walker, WalkStats
 
 log = logging.getLogger(__name__)
 
-BATCH_STEPS = 200  # steps reconciled per transaction
+BATCH_FILES = 2000  # files per batch the walker hands over (one transaction per batch)
 BATCH_SECONDS = 0.5  # or sooner, so rows appear while a slow walk goes on
 TICK_SECONDS = 0.1  # progress callback rate limit
 DELETE_CHUNK = 500  # ids per DELETE ... WHERE id IN (...)
+# Header reads through a thread pool: measured no faster on 2 cores (validation holds the
+# GIL); set CKPT_TUI_HEADER_WORKERS=N to try it where the filesystem is the slow part.
+HEADER_WORKERS = int(os.environ.get("CKPT_TUI_HEADER_WORKERS", "0") or 0)
 
 ProgressFn = Callable[[ScanProgress], None]
+
+_FILES_TABLE: Table = FileRow.__table__  # type: ignore[assignment]
+_STEPS_TABLE: Table = Step.__table__  # type: ignore[assignment]
+_META_KEY = FileRow.meta.property.columns[0].key  # the table key: "metadata"
 
 
 class Scanner:
@@ -38,52 +52,61 @@ class Scanner:
         self.root_id = root_id
         self.training_ids: dict[str, int] = {}
         self.step_ids: dict[tuple[int, str], int] = {}
-        self.step_facts: dict[int, tuple[Any, Any]] = {}  # id -> (problems, config) as stored
-        self.file_rows: dict[tuple[int, str], tuple[int, int, int, int, int]] = {}
+        self.step_facts: dict[int, tuple[str | None, str | None]] = {}  # id -> stored JSON text
+        self.file_ids: dict[int, int] = {}  # file id -> step id, rows in scope at load time
         self.seen_files: set[int] = set()
         self.seen_steps: set[int] = set()
         self.seen_trainings: set[int] = set()
+        self.header_workers = HEADER_WORKERS
 
-    async def _load(
-        self, session: AsyncSession, training_rel: str | None
-    ) -> dict[tuple[str, str], Known]:
-        """Existing rows for this root: ids for reconciling, headers for reuse."""
+    async def _load(self, session: AsyncSession, training_rel: str | None) -> KnownIndex:
+        """Existing rows for this root: ids for reconciling, identities to skip unchanged files.
+
+        Only identity columns are read (no JSON decoding): an unchanged file needs nothing
+        else, and a changed one gets its header read again anyway.
+        """
         q = select(Training.id, Training.relpath).where(Training.root_id == self.root_id)
         for tid, rel in (await session.execute(q)).all():
             self.training_ids[rel] = tid
+        # Core columns (no ORM row loading); the JSON facts as stored text, decoded only
+        # when not null (a JSON decode per step costs more than the rest of the load).
+        S, T = _STEPS_TABLE.c, Training.__table__.c
         q2 = (
-            select(Step.id, Step.training_id, Step.relpath, Step.problems, Step.config)
-            .join(Training)
-            .where(Training.root_id == self.root_id)
+            select(
+                S.id,
+                S.training_id,
+                S.relpath,
+                type_coerce(S.problems, Text),
+                type_coerce(S.config, Text),
+            )
+            .join(Training.__table__, T.id == S.training_id)
+            .where(T.root_id == self.root_id)
         )
         for sid, tid, rel, problems, config in (await session.execute(q2)).all():
             self.step_ids[(tid, rel)] = sid
-            self.step_facts[sid] = (problems or None, config or None)
-        q3 = (
-            select(
-                FileRow.id,
-                FileRow.step_id,
-                FileRow.relpath,
-                FileRow.inode,
-                FileRow.size_bytes,
-                FileRow.mtime_ns,
-                FileRow.status,
-                FileRow.header,
-                FileRow.meta,
-                FileRow.error,
-                Step.relpath,
-                FileRow.nlink,
-            )
-            .join(Step, FileRow.step_id == Step.id)
-            .join(Training, Step.training_id == Training.id)
-            .where(Training.root_id == self.root_id)
+            self.step_facts[sid] = (problems, config)
+        # Files by step id (no join per row: a join on steps costs twice as much here).
+        F = _FILES_TABLE.c
+        scope = (
+            select(S.id)
+            .join(Training.__table__, T.id == S.training_id)
+            .where(T.root_id == self.root_id)
         )
         if training_rel is not None:
-            q3 = q3.where(Training.relpath == training_rel)
-        known: dict[tuple[str, str], Known] = {}
-        for r in (await session.execute(q3)).all():
-            self.file_rows[(r[1], r[2])] = (r[0], r[3], r[4], r[5], r[11])
-            known[(r[10], r[2])] = Known(r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+            scope = scope.where(T.relpath == training_rel)
+        q3 = select(F.step_id, F.relpath, F.id, F.inode, F.size_bytes, F.mtime_ns, F.nlink).where(
+            F.step_id.in_(scope.scalar_subquery())
+        )
+        rel_of = {sid: rel for (_tid, rel), sid in self.step_ids.items()}
+        by_step: dict[int, dict[str, KnownRow]] = {}
+        file_ids = self.file_ids
+        for sid, rel, fid, ino, size, mtime, nlink in (await session.execute(q3)).all():
+            rows = by_step.get(sid)
+            if rows is None:
+                rows = by_step[sid] = {}
+            rows[rel] = (fid, ino, size, mtime, nlink)
+            file_ids[fid] = sid
+        known: KnownIndex = {rel_of[sid]: rows for sid, rows in by_step.items()}
         return known
 
     async def run(
@@ -94,30 +117,35 @@ class Scanner:
     ) -> ScanResult:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[ScannedStep | None] = asyncio.Queue()
-        async with self.db.sessions() as session:
-            known = await self._load(session, training_rel)
+        queue: asyncio.Queue[list[ScannedStep] | None] = asyncio.Queue()
         last_tick = [0.0]
         current = [""]
-        counts = WalkStats()
 
-        def emit(step: ScannedStep) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, step)
+        def emit(steps: list[ScannedStep]) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, steps)
 
         def tick(stats: WalkStats, path: str) -> None:
-            now = time.monotonic()
             current[0] = path
-            if on_progress and now - last_tick[0] >= TICK_SECONDS:
-                last_tick[0] = now
-                p = self._progress(stats, path)
-                loop.call_soon_threadsafe(on_progress, p)
+            if on_progress:
+                now = time.monotonic()
+                if now - last_tick[0] >= TICK_SECONDS:
+                    last_tick[0] = now
+                    p = self._progress(stats, path)
+                    loop.call_soon_threadsafe(on_progress, p)
 
+        # The index first, then the walk: overlapping them was slower on 2 cores (the
+        # GIL-holding row loading convoys the walk's syscalls).
+        async with self.db.sessions() as session:
+            known = await self._load(session, training_rel)
         walker = Walker(
             self.root.path,
             known,
             emit,
             tick,
             cancelled=(cancel.is_set if cancel else lambda: False),
+            header_workers=self.header_workers,
+            batch_files=BATCH_FILES,
+            batch_seconds=BATCH_SECONDS,
         )
         start = tuple(training_rel.split("/")) if training_rel else ()
 
@@ -128,24 +156,21 @@ class Scanner:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
         walk_task = asyncio.ensure_future(asyncio.to_thread(run_walk))
-        pending: list[ScannedStep] = []
-        batch_started = time.monotonic()
         while True:
             item = await queue.get()
-            if item is not None:
-                pending.append(item)
-            flush = (
-                item is None
-                or len(pending) >= BATCH_STEPS
-                or (time.monotonic() - batch_started >= BATCH_SECONDS)
-            )
-            if flush and pending:
+            done = item is None
+            pending: list[ScannedStep] = [] if item is None else item
+            while not done and not queue.empty():  # coalesce batches that queued up meanwhile
+                more = queue.get_nowait()
+                if more is None:
+                    done = True
+                else:
+                    pending += more
+            if pending:
                 await self._write(pending)
-                pending = []
-                batch_started = time.monotonic()
                 if on_progress:
                     on_progress(self._progress(walker.stats, current[0]))
-            if item is None:
+            if done:
                 break
         counts = await walk_task
         removed = 0
@@ -192,12 +217,25 @@ class Scanner:
         )
 
     async def _write(self, steps: list[ScannedStep]) -> None:
-        """Reconcile a batch of scanned steps in one transaction."""
+        """Reconcile a batch of scanned steps in one transaction (none if nothing changed)."""
+        seen_files = self.seen_files
+        for s in steps:
+            seen_files.update(s.seen)
+        work = [s for s in steps if self._needs_write(s)]
+        if not work:  # a re-scan of unchanged steps: nothing to write, no transaction
+            for s in steps:
+                tid = self.training_ids[s.training_relpath]
+                self.seen_trainings.add(tid)
+                self.seen_steps.add(self.step_ids[(tid, s.relpath)])
+            return
         new_files: list[dict[str, Any]] = []
         async with self.db.sessions() as session, session.begin():
+            new_steps: list[tuple[int, ScannedStep]] = []
             for s in steps:
-                tid = self.training_ids.get(s.training_relpath)
-                if tid is None:
+                known_tid = self.training_ids.get(s.training_relpath)
+                if known_tid is not None:
+                    tid = known_tid
+                else:
                     tid = (
                         await session.execute(
                             insert(Training)
@@ -213,75 +251,71 @@ class Scanner:
                 self.seen_trainings.add(tid)
                 sid = self.step_ids.get((tid, s.relpath))
                 if sid is None:
-                    sid = (
-                        await session.execute(
-                            insert(Step)
-                            .values(
-                                training_id=tid,
-                                step=s.step,
-                                dirname=s.dirname,
-                                relpath=s.relpath,
-                                pinned=False,
-                                unit=s.unit,
-                                problems=s.problems or None,
-                                config=s.config,
-                            )
-                            .returning(Step.id)
-                        )
-                    ).scalar_one()
-                    self.step_ids[(tid, s.relpath)] = sid
-                elif self.step_facts.get(sid) != (s.problems or None, s.config or None):
+                    new_steps.append((tid, s))
+                    continue
+                if not self._same_facts(sid, s):
                     await session.execute(
                         update(Step)
                         .where(Step.id == sid)
                         .values(problems=s.problems or None, config=s.config)
                     )
                 self.seen_steps.add(sid)
+            if new_steps:
+                # Multi-row INSERT ... RETURNING, matched back by (training, relpath): asking
+                # for parameter order makes SQLAlchemy fall back to a statement per row here.
+                result = await session.execute(
+                    insert(_STEPS_TABLE).returning(
+                        _STEPS_TABLE.c.id, _STEPS_TABLE.c.training_id, _STEPS_TABLE.c.relpath
+                    ),
+                    [
+                        {
+                            "training_id": tid,
+                            "step": s.step,
+                            "dirname": s.dirname,
+                            "relpath": s.relpath,
+                            "pinned": False,
+                            "unit": s.unit,
+                            "problems": s.problems or None,
+                            "config": s.config,
+                        }
+                        for tid, s in new_steps
+                    ],
+                )
+                for sid, tid, rel in result.all():
+                    self.step_ids[(tid, rel)] = sid
+                    self.seen_steps.add(sid)
+            for s in steps:
+                if not s.files:
+                    continue
+                sid = self.step_ids[(self.training_ids[s.training_relpath], s.relpath)]
                 for f in s.files:
-                    values = {
-                        "relpath": f.relpath,
-                        "layer": f.layer,
-                        "hook": f.hook,
-                        "size_bytes": f.size,
-                        "disk_bytes": f.disk,
-                        "inode": f.inode,
-                        "dev": f.dev,
-                        "nlink": f.nlink,
-                        "mtime_ns": f.mtime_ns,
-                        "status": f.status,
-                        "header": f.header,
-                        "meta": f.meta,
-                        "error": f.error,
-                    }
-                    existing = self.file_rows.get((sid, f.relpath))
-                    if existing is None:
-                        new_files.append({"step_id": sid, "state": RowState.ACTIVE.value, **values})
+                    if f.file_id is None:
+                        new_files.append(_file_values(f, sid))
                         continue
-                    fid, *identity = existing
-                    self.seen_files.add(fid)
-                    if f.header_read or identity != [f.inode, f.size, f.mtime_ns, f.nlink]:
-                        await session.execute(
-                            update(FileRow).where(FileRow.id == fid).values(**values)
-                        )
+                    seen_files.add(f.file_id)
+                    # same content (only nlink changed): refresh the stat facts only
+                    values = _stat_values(f) if f.header_reused else _file_values(f, None)
+                    await session.execute(
+                        update(FileRow).where(FileRow.id == f.file_id).values(**values)
+                    )
             if new_files:
-                await session.execute(insert(FileRow), new_files)
-        if new_files:
-            # Learn the ids of the rows just inserted, so a later batch never re-inserts them.
-            async with self.db.sessions() as session:
-                sids = {r["step_id"] for r in new_files}
-                for chunk in _chunks(sorted(sids), DELETE_CHUNK):
-                    q = select(
-                        FileRow.id,
-                        FileRow.step_id,
-                        FileRow.relpath,
-                        FileRow.inode,
-                        FileRow.size_bytes,
-                        FileRow.mtime_ns,
-                        FileRow.nlink,
-                    ).where(FileRow.step_id.in_(chunk))
-                    for fid, sid, rel, ino, size, mtime, nlink in (await session.execute(q)).all():
-                        self.file_rows[(sid, rel)] = (fid, ino, size, mtime, nlink)
-                        self.seen_files.add(fid)
+                # Rows inserted now are never "gone" at the end of this walk (a step
+                # directory is visited once), so their ids are not needed: no RETURNING.
+                await session.execute(insert(_FILES_TABLE), new_files)
+
+    def _needs_write(self, s: ScannedStep) -> bool:
+        if s.files:
+            return True
+        tid = self.training_ids.get(s.training_relpath)
+        sid = None if tid is None else self.step_ids.get((tid, s.relpath))
+        return sid is None or not self._same_facts(sid, s)
+
+    def _same_facts(self, sid: int, s: ScannedStep) -> bool:
+        """Whether the stored (problems, config) equal what the walk found."""
+        stored = self.step_facts.get(sid)
+        if stored is None:
+            return False
+        return _same_json(stored[0], s.problems or None) and _same_json(stored[1], s.config or None)
 
     async def _remove_missing(self, training_rel: str | None) -> int:
         """Drop rows for files, steps and trainings no longer on disk (active rows only)."""
@@ -292,10 +326,11 @@ class Scanner:
         )
         tids = set(scope_trainings.values())
         step_training = {s: t for (t, _), s in self.step_ids.items()}
+        seen = self.seen_files
         gone_files = [
             fid
-            for (sid, _), (fid, *_r) in self.file_rows.items()
-            if fid not in self.seen_files and step_training.get(sid) in tids
+            for fid, sid in self.file_ids.items()
+            if fid not in seen and step_training.get(sid) in tids
         ]
         gone_steps = [
             sid
@@ -303,6 +338,8 @@ class Scanner:
             if tid in tids and sid not in self.seen_steps
         ]
         gone_trainings = [tid for tid in tids if tid not in self.seen_trainings]
+        if not (gone_files or gone_steps or gone_trainings):
+            return 0
         async with self.db.sessions() as session, session.begin():
             for chunk in _chunks(gone_files, DELETE_CHUNK):
                 await session.execute(
@@ -319,6 +356,54 @@ class Scanner:
                     delete(Training).where(Training.id.in_(chunk), Training.id.not_in(still_t))
                 )
         return len(gone_files)
+
+
+def _same_json(stored: str | None, value: Any) -> bool:
+    """Stored JSON text (None or "null" when empty) against a value; empty == empty."""
+    if stored is None or stored == "null":
+        return value is None
+    try:
+        decoded = json.loads(stored)
+    except ValueError:
+        return False
+    return bool((decoded or None) == value)
+
+
+def _stat_values(f: ScannedFile) -> dict[str, Any]:
+    return {
+        "size_bytes": f.size,
+        "disk_bytes": f.disk,
+        "inode": f.inode,
+        "dev": f.dev,
+        "nlink": f.nlink,
+        "mtime_ns": f.mtime_ns,
+    }
+
+
+def _file_values(f: ScannedFile, step_id: int | None) -> dict[str, Any]:
+    """Column values of a file row: ORM attribute names for an UPDATE, table keys (with
+    ``step_id`` and ``state``) for the Core INSERT when ``step_id`` is given."""
+    values = {
+        "relpath": f.relpath,
+        "layer": f.layer,
+        "hook": f.hook,
+        "size_bytes": f.size,
+        "disk_bytes": f.disk,
+        "inode": f.inode,
+        "dev": f.dev,
+        "nlink": f.nlink,
+        "mtime_ns": f.mtime_ns,
+        "status": f.status,
+        "header": f.header,
+        "error": f.error,
+    }
+    if step_id is None:
+        values["meta"] = f.meta
+    else:
+        values[_META_KEY] = f.meta
+        values["step_id"] = step_id
+        values["state"] = RowState.ACTIVE.value
+    return values
 
 
 def _chunks(items: list[int], n: int) -> list[list[int]]:

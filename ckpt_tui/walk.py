@@ -2,7 +2,14 @@
 
 Runs in a worker thread; never follows a symlink; iterative, so a 2,000-deep chain of
 directories cannot hit the recursion limit. Header reads are skipped for files whose
-(inode, size, mtime_ns) match what the index already holds.
+(inode, size, mtime_ns) match what the index already holds, and files whose
+(inode, size, mtime_ns, nlink) match produce no row to write at all.
+
+Performance notes (benchmarks/README.md has the numbers): directories are recognised from
+``d_type`` (no stat); only files are stat'ed, which makes the walk as fast as ``du -s``.
+A first scan is bound by header validation (pure Python, GIL-held), so a thread pool for
+header reads does not help on 2 cores; it is available as ``header_workers`` for hosts
+where the filesystem, not the CPU, is slow (network filesystems).
 """
 
 from __future__ import annotations
@@ -10,7 +17,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,19 +31,6 @@ from ckpt_tui.types import FileStatus
 MAX_DEPTH = 64  # directories deeper than this below the root are not searched for steps
 MAX_STORED_TENSORS = 256  # keep the index small for models with thousands of tensors
 SAFETENSORS_SUFFIX = ".safetensors"
-
-
-@dataclass(frozen=True, slots=True)
-class Known:
-    """What the index holds for a file, to skip re-reading unchanged headers."""
-
-    inode: int
-    size: int
-    mtime_ns: int
-    status: str
-    header: dict[str, Any] | None
-    meta: dict[str, str] | None
-    error: str | None
 
 
 @dataclass(slots=True)
@@ -52,7 +48,10 @@ class ScannedFile:
     header: dict[str, Any] | None = None
     meta: dict[str, str] | None = None
     error: str | None = None
-    header_read: bool = False
+    header_read: bool = False  # the header was read in this scan
+    header_reused: bool = False  # unchanged content, only stat facts (nlink) changed
+    file_id: int | None = None  # the index row this file updates, if any
+    path: str = ""  # absolute path, while a header read is pending
 
 
 @dataclass(slots=True)
@@ -62,10 +61,13 @@ class ScannedStep:
     step: int
     dirname: str
     relpath: str
-    files: list[ScannedFile] = field(default_factory=list)
+    files: list[ScannedFile] = field(default_factory=list)  # new or changed: rows to write
+    seen: list[int] = field(default_factory=list)  # ids of unchanged rows: nothing to write
     unit: str = "step"
     problems: list[str] = field(default_factory=list)  # found at scan time (missing shards, ...)
     config: dict[str, str] | None = None  # SAELens cfg.json summary
+    # (relpath, first component, absolute path, lstat, size) of every file, until resolved
+    raw: list[tuple[str, str | None, str, os.stat_result, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -104,16 +106,34 @@ def _display_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+# (file id, inode, size, mtime_ns, nlink) of an index row; keyed by step relpath, file relpath
+KnownRow = tuple[int, int, int, int, int]
+KnownIndex = dict[str, dict[str, KnownRow]]
+
+BATCH_FILES = 2000  # files per emitted batch of steps
+BATCH_SECONDS = 0.5  # or sooner, so rows appear while a slow walk goes on
+
+
 class Walker:
-    """Walks one root (or one training below it) and emits a ScannedStep per step directory."""
+    """Walks one root (or one training below it) and emits batches of ScannedStep.
+
+    Stat facts are gathered first; a step is then *resolved* against what the index holds:
+    files whose (inode, size, mtime_ns, nlink) match are only marked seen, the rest get a
+    header read. (Loading the index while walking was measured slower on 2 cores than
+    loading it first: the GIL-holding load convoys the walk's syscalls.)
+    """
 
     def __init__(
         self,
         root: str,
-        known: dict[tuple[str, str], Known],
-        emit: Callable[[ScannedStep], None],
+        known: KnownIndex,
+        emit: Callable[[list[ScannedStep]], None],
         tick: Callable[[WalkStats, str], None],
         cancelled: Callable[[], bool] = lambda: False,
+        *,
+        header_workers: int = 0,
+        batch_files: int = BATCH_FILES,
+        batch_seconds: float = BATCH_SECONDS,
     ) -> None:
         self.root = root
         self.known = known
@@ -121,81 +141,189 @@ class Walker:
         self.tick = tick
         self.cancelled = cancelled
         self.stats = WalkStats()
+        self.header_workers = header_workers
+        self.batch_files = batch_files
+        self.batch_seconds = batch_seconds
+        self._pool: ThreadPoolExecutor | None = None
+        self._out: list[ScannedStep] = []
+        self._out_files = 0
+        self._out_since = time.monotonic()
 
     def walk(self, start: tuple[str, ...] = ()) -> WalkStats:
-        stack: list[tuple[str, ...]] = [start]
+        if self.header_workers > 1:
+            self._pool = ThreadPoolExecutor(self.header_workers, thread_name_prefix="ckpt-hdr")
+        try:
+            self._walk(start)
+            self._flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+        return self.stats
+
+    def _walk(self, start: tuple[str, ...]) -> None:
+        stack: list[tuple[tuple[str, ...], str]] = [(start, os.path.join(self.root, *start))]
+        notes = self.stats.notes
         while stack and not self.cancelled():
-            parts = stack.pop()
-            path = os.path.join(self.root, *parts)
+            parts, path = stack.pop()
             try:
-                entries = sorted(os.scandir(path), key=lambda e: e.name, reverse=True)
+                with os.scandir(path) as it:
+                    entries = sorted(it, key=_entry_name, reverse=True)
             except OSError as err:
-                self.stats.notes.append(f"skipped {path}: {describe_oserror(err)}")
+                notes.append(f"skipped {path}: {describe_oserror(err)}")
                 continue
             self.stats.dirs += 1
+            training: tuple[str, str] | None = None  # (relpath, name), once per directory
             for entry in entries:
                 if not entry.is_dir(follow_symlinks=False):
                     continue
-                if _display_name(entry.name) != entry.name:
-                    self.stats.notes.append(f"skipped {entry.path!r}: name is not UTF-8")
+                name = entry.name
+                if not name.isascii() and _display_name(name) != name:
+                    notes.append(f"skipped {entry.path!r}: name is not UTF-8")
                     continue
-                found = layout.step_for_dir(parts, entry.name)
+                found = layout.step_for_dir(parts, name)
                 if found is not None:
-                    self._step(parts, entry.name, *found)
+                    if training is None:
+                        tparts = layout.training_dir_for(parts)
+                        tname = tparts[-1] if tparts else os.path.basename(self.root)
+                        training = (layout.join_parts(tparts), tname)
+                    rel = f"{layout.join_parts(parts)}/{name}" if parts else name
+                    scanned = ScannedStep(
+                        training[0], training[1], found[0], name, rel, unit=found[1]
+                    )
+                    self._step(scanned, entry.path)
                 elif len(parts) < MAX_DEPTH:
-                    stack.append((*parts, entry.name))
+                    stack.append(((*parts, name), entry.path))
                 else:
-                    self.stats.notes.append(
+                    notes.append(
                         f"not searched below {entry.path}: deeper than {MAX_DEPTH} directories"
                     )
             self.tick(self.stats, path)
-        return self.stats
 
-    def _step(self, parent: tuple[str, ...], dirname: str, step: int, unit: str) -> None:
-        training = layout.training_dir_for(parent)
-        training_name = training[-1] if training else os.path.basename(self.root)
-        rel = layout.join_parts((*parent, dirname))
-        scanned = ScannedStep(
-            layout.join_parts(training), training_name, step, dirname, rel, unit=unit
-        )
-        stack: list[tuple[str, ...]] = [()]
-        step_path = os.path.join(self.root, *parent, dirname)
+    def _step(self, scanned: ScannedStep, step_path: str) -> None:
+        """Every file below one step directory: lstat facts only (headers come later)."""
+        stats = self.stats
+        notes = stats.notes
+        raw = scanned.raw
+        append = raw.append
+        is_reg = stat.S_ISREG
+        json_files = False
+        # (components inside the step, absolute path); names are joined with "/" for relpaths
+        stack: list[tuple[tuple[str, ...], str]] = [((), step_path)]
         while stack:
-            inner = stack.pop()
-            path = os.path.join(step_path, *inner)
+            inner, path = stack.pop()
             try:
-                entries = list(os.scandir(path))
+                with os.scandir(path) as it:
+                    entries = list(it)
             except OSError as err:
-                self.stats.notes.append(f"skipped {path}: {describe_oserror(err)}")
+                notes.append(f"skipped {path}: {describe_oserror(err)}")
                 continue
-            self.stats.dirs += 1
+            stats.dirs += 1
+            prefix = "/".join(inner) + "/" if inner else ""
+            top = inner[0] if inner else None
             for entry in entries:
-                if _display_name(entry.name) != entry.name:
-                    self.stats.notes.append(f"skipped {entry.path!r}: name is not UTF-8")
+                name = entry.name
+                if not name.isascii() and _display_name(name) != name:
+                    notes.append(f"skipped {entry.path!r}: name is not UTF-8")
                     continue
-                parts = (*inner, entry.name)
                 try:
+                    # d_type answers "directory?" without a syscall; files need the stat anyway
+                    if entry.is_dir(follow_symlinks=False):
+                        if len(inner) < MAX_DEPTH:
+                            stack.append(((*inner, name), entry.path))
+                        continue
                     st = entry.stat(follow_symlinks=False)
                 except OSError as err:
-                    self.stats.notes.append(f"skipped {entry.path}: {describe_oserror(err)}")
+                    notes.append(f"skipped {entry.path}: {describe_oserror(err)}")
                     continue
-                if stat.S_ISDIR(st.st_mode):
+                if stat.S_ISDIR(st.st_mode):  # d_type unknown on this filesystem
                     if len(inner) < MAX_DEPTH:
-                        stack.append(parts)
+                        stack.append(((*inner, name), entry.path))
                     continue
-                scanned.files.append(self._file(rel, parts, entry.path, st))
-        step_checks(scanned, step_path)
-        self.stats.steps += 1
-        self.emit(scanned)
+                size = st.st_size if is_reg(st.st_mode) else 0
+                stats.files += 1
+                stats.bytes += size
+                if name.endswith(".json"):
+                    json_files = True
+                append((prefix + name, top, entry.path, st, size))
+        if json_files or scanned.unit == "samples":
+            step_checks(scanned, step_path)
+        stats.steps += 1
+        self._resolve(scanned)
 
+    def _resolve(self, scanned: ScannedStep) -> None:
+        """Compare a step's files with the index; read headers of new or changed ones."""
+        rows = self.known.get(scanned.relpath, _NO_ROWS)
+        stats = self.stats
+        to_read: list[ScannedFile] = []
+        layers: dict[str | None, layout.LayerName | None] = {}
+        for relpath, top, path, st, size in scanned.raw:
+            row = rows.get(relpath)
+            is_st = relpath.endswith(SAFETENSORS_SUFFIX) and stat.S_ISREG(st.st_mode)
+            same = (
+                row is not None
+                and row[1] == st.st_ino
+                and row[2] == size
+                and row[3] == st.st_mtime_ns
+            )
+            if same and is_st:
+                stats.headers_reused += 1
+            if same and row[4] == st.st_nlink:  # type: ignore[index]
+                scanned.seen.append(row[0])  # type: ignore[index]
+                continue
+            if top not in layers:
+                layers[top] = layout.parse_layer_dir(top) if top is not None else None
+            f = self._file(relpath, layers[top], st, size)
+            if row is not None:
+                f.file_id = row[0]
+            if is_st:
+                if same:
+                    f.header_reused = True  # only the link count changed
+                else:
+                    f.path = path
+                    to_read.append(f)
+            scanned.files.append(f)
+        scanned.raw = []
+        if to_read:
+            self._read_headers(to_read)
+        self._out.append(scanned)
+        self._out_files += len(scanned.files) + len(scanned.seen)
+        now = time.monotonic()
+        if self._out_files >= self.batch_files or now - self._out_since >= self.batch_seconds:
+            self._flush(now)
+
+    def _read_headers(self, files: list[ScannedFile]) -> None:
+        if self._pool is not None and len(files) > 1:
+            results = self._pool.map(
+                summarise_header, [f.path for f in files], [f.size for f in files]
+            )
+        else:
+            results = (summarise_header(f.path, f.size) for f in files)
+        for f, (status, header, meta, error) in zip(files, results, strict=True):
+            f.status, f.header, f.meta, f.error = status, header, meta, error
+            f.header_read = True
+        self.stats.headers_read += len(files)
+
+    def _flush(self, now: float | None = None) -> None:
+        if self._out:
+            out, self._out = self._out, []
+            self.emit(out)
+        self._out_files = 0
+        self._out_since = time.monotonic() if now is None else now
+
+    @staticmethod
     def _file(
-        self, step_rel: str, parts: tuple[str, ...], path: str, st: os.stat_result
+        relpath: str, layer: layout.LayerName | None, st: os.stat_result, size: int
     ) -> ScannedFile:
-        relpath = layout.join_parts(parts)
-        layer = layout.file_layer(parts)
-        is_reg = stat.S_ISREG(st.st_mode)
-        size = st.st_size if is_reg else 0
-        f = ScannedFile(
+        mode = st.st_mode
+        is_reg = stat.S_ISREG(mode)
+        if stat.S_ISLNK(mode):
+            status = FileStatus.SYMLINK.value
+        elif not is_reg:
+            status = FileStatus.SPECIAL.value
+        else:
+            status = FileStatus.OTHER.value
+        return ScannedFile(
             relpath=relpath,
             layer=layer.layer if layer else None,
             hook=layer.hook if layer else None,
@@ -205,33 +333,15 @@ class Walker:
             dev=st.st_dev,
             nlink=st.st_nlink,
             mtime_ns=st.st_mtime_ns,
-            status=FileStatus.OTHER.value,
+            status=status,
         )
-        self.stats.files += 1
-        self.stats.bytes += size
-        if stat.S_ISLNK(st.st_mode):
-            f.status = FileStatus.SYMLINK.value
-        elif not is_reg:
-            f.status = FileStatus.SPECIAL.value
-        elif parts[-1].endswith(SAFETENSORS_SUFFIX):
-            known = self.known.get((step_rel, relpath))
-            if known and (known.inode, known.size, known.mtime_ns) == (
-                st.st_ino,
-                size,
-                st.st_mtime_ns,
-            ):
-                f.status, f.header, f.meta, f.error = (
-                    known.status,
-                    known.header,
-                    known.meta,
-                    known.error,
-                )
-                self.stats.headers_reused += 1
-            else:
-                f.status, f.header, f.meta, f.error = summarise_header(path, size)
-                f.header_read = True
-                self.stats.headers_read += 1
-        return f
+
+
+_NO_ROWS: dict[str, KnownRow] = {}
+
+
+def _entry_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
 
 
 SAE_WEIGHTS = "sae_weights.safetensors"
@@ -259,7 +369,7 @@ def _read_json(path: str) -> Any:
 
 def step_checks(scanned: ScannedStep, step_path: str) -> None:
     """Completeness checks a step can answer by itself: SAELens weights, sharded indexes."""
-    names = {f.relpath for f in scanned.files}
+    names = {r[0] for r in scanned.raw}
     if scanned.unit == "samples":
         if SAE_WEIGHTS not in names:
             scanned.problems.append(f"no {SAE_WEIGHTS}")

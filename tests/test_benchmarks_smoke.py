@@ -1,0 +1,57 @@
+"""The benchmark suite runs end to end in its quick mode and writes valid JSON.
+
+No timing assertions: numbers depend on the machine; this only guards the harness.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_benchmark_run_writes_valid_json(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["quick"] is True and doc["errors"] == []
+    assert doc["machine"]["cpus"] >= 1 and doc["date"]
+    ids = {r["id"] for r in doc["results"]}
+    assert {
+        "scan_first_2k",
+        "rescan_2k",
+        "prune",
+        "tui_startup",
+        "tui_key_move",
+        "tui_key_mark",
+        "tui_mark_all_confirm",
+        "tui_peak_rss",
+    } <= ids
+    for r in doc["results"]:
+        assert isinstance(r["value"], (int, float)) and r["passed"] in (True, False)
+    assert "PASS" in proc.stdout or "FAIL" in proc.stdout
+    assert not (tmp_path / "work").exists()  # trees are removed unless --keep
