@@ -98,6 +98,18 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _fast_pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Duplicate keys only: text without a backslash-u escape cannot hold a lone surrogate."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                _corrupt(f"duplicate key {_q(key)} in header")
+            seen.add(key)
+    return out
+
+
 def _reject_constant(name: str) -> NoReturn:
     _corrupt(f"non-standard JSON constant {name} in header")
 
@@ -126,15 +138,22 @@ def _nbytes(name: str, dtype: str, shape: tuple[int, ...]) -> int:
     return bits // 8
 
 
+def _all_u64(values: list[object]) -> bool:
+    for v in values:  # noqa: SIM110 - a plain loop is faster; runs per tensor of every file
+        if type(v) is not int or v < 0 or v > _U64_MAX:
+            return False
+    return True
+
+
 def _entry(name: str, info: object) -> TensorEntry:
-    if not isinstance(info, dict) or info.keys() != _ENTRY_KEYS:
+    if type(info) is not dict or info.keys() != _ENTRY_KEYS:
         _corrupt(f"tensor {_q(name)}: expected an object with dtype, shape, data_offsets")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if not isinstance(dtype, str):
+    if type(dtype) is not str:
         _corrupt(f"tensor {_q(name)}: dtype is not a string")
-    if not isinstance(shape, list) or not all(_is_u64(d) for d in shape):
+    if type(shape) is not list or not _all_u64(shape):
         _corrupt(f"tensor {_q(name)}: shape is not a list of non-negative integers")
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_u64(o) for o in offsets):
+    if type(offsets) is not list or len(offsets) != 2 or not _all_u64(offsets):
         _corrupt(f"tensor {_q(name)}: data_offsets is not [begin, end]")
     start, end = offsets
     if start > end:
@@ -148,6 +167,19 @@ def _metadata(raw: object) -> dict[str, str]:
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         _corrupt("__metadata__ is not an object of strings")
     return dict(raw)
+
+
+# Decoders built once (json.loads with hooks builds one per call), keyed by
+# (text has a \\u escape, text has a minus sign).
+_DECODERS = {
+    (escapes, minus): json.JSONDecoder(
+        object_pairs_hook=_pairs_hook if escapes else _fast_pairs_hook,
+        parse_constant=_reject_constant,
+        parse_int=_parse_int if minus else None,
+    )
+    for escapes in (False, True)
+    for minus in (False, True)
+}
 
 
 def parse_header(prefix: bytes, file_size: int, *, max_header: int = MAX_HEADER_BYTES) -> Header:
@@ -164,12 +196,9 @@ def parse_header(prefix: bytes, file_size: int, *, max_header: int = MAX_HEADER_
     except UnicodeDecodeError:
         _corrupt("header is not valid UTF-8")
     try:
-        raw = json.loads(
-            text,
-            object_pairs_hook=_pairs_hook,
-            parse_constant=_reject_constant,
-            parse_int=_parse_int,
-        )
+        # The slow hooks only where they can matter: escapes (lone surrogates) and minus
+        # signs ("-0" is a float to serde); most headers have neither.
+        raw = _DECODERS["\\u" in text, "-" in text].decode(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, int digit limit, nesting
         raise HeaderError("corrupt", f"header is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
