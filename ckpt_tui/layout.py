@@ -6,6 +6,7 @@ share one definition of what a valid checkpoint path is.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -82,10 +83,14 @@ def is_safe_component(name: str) -> bool:
         and name not in (".", "..")
         and "/" not in name
         and "\0" not in name
-        and len(name.encode("utf-8", "surrogateescape")) <= MAX_COMPONENT
+        and (
+            len(name) * 4 <= MAX_COMPONENT  # cannot exceed the limit: skip the encode
+            or len(name.encode("utf-8", "surrogateescape")) <= MAX_COMPONENT
+        )
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)  # file paths inside steps repeat across every step
 def split_relpath(relpath: str) -> tuple[str, ...] | None:
     """Split a stored relative path into safe components, or None if any is unsafe.
 
@@ -107,6 +112,7 @@ def is_step_dirname(name: str) -> bool:
     return parse_step_dir(name) is not None or _SAMPLES_RE.match(name) is not None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def validate_step_record(step_relpath: str) -> tuple[str, ...] | None:
     """Components from the root to a step directory, or None if the record is unsafe."""
     parts = split_relpath(step_relpath)

@@ -24,6 +24,7 @@ from ckpt_tui.types import FileStatus, KeptStep, Plan, PlannedFile, PlannedStep,
 
 RECENT_SECONDS = 120.0
 CHUNK = 500
+BULK_IDS = 5_000  # beyond this many ids, select the root's rows once and filter in Python
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +92,8 @@ class Planner:
             .join(Training, Training.id == Step.training_id)
             .where(where)
         )
-        async with self.db.sessions() as session:
-            return [_Row(*list(r)) for r in (await session.execute(q)).all()]
+        async with self.db.engine.connect() as conn:  # Core rows: no ORM identity map
+            return [_Row(*list(r)) for r in (await conn.execute(q)).all()]
 
     async def _facts(self, training_ids: set[int]) -> tuple[dict[int, int], dict[int, int]]:
         """(newest step number per training, file count per step) for the given trainings."""
@@ -127,8 +128,12 @@ class Planner:
     ) -> Plan:
         ids = sorted(set(file_ids))
         rows: list[_Row] = []
-        for i in range(0, len(ids), CHUNK):
-            rows += await self._rows(FileRow.id.in_(ids[i : i + CHUNK]))
+        if len(ids) > BULK_IDS:  # one scan of the root beats hundreds of IN (...) queries
+            wanted = set(ids)
+            rows = [r for r in await self._rows(Training.root_id == root_id) if r.fid in wanted]
+        else:
+            for i in range(0, len(ids), CHUNK):
+                rows += await self._rows(FileRow.id.in_(ids[i : i + CHUNK]))
         return await self._build(root_id, rows, force=force, include_open=include_open)
 
     async def plan_steps(
@@ -141,8 +146,12 @@ class Planner:
     ) -> Plan:
         ids = sorted(set(step_ids))
         rows: list[_Row] = []
-        for i in range(0, len(ids), CHUNK):
-            rows += await self._rows(Step.id.in_(ids[i : i + CHUNK]))
+        if len(ids) > BULK_IDS // 4:
+            wanted = set(ids)
+            rows = [r for r in await self._rows(Training.root_id == root_id) if r.sid in wanted]
+        else:
+            for i in range(0, len(ids), CHUNK):
+                rows += await self._rows(Step.id.in_(ids[i : i + CHUNK]))
         return await self._build(root_id, rows, force=force, include_open=include_open)
 
     async def plan_retention(
@@ -306,7 +315,6 @@ class Planner:
             if r.fid in seen:
                 continue
             seen.add(r.fid)
-            path = os.path.join(root, r.step_rel, r.relpath)
             parts = layout.validate_file_record(r.step_rel, r.relpath)
             reason = None
             needs_confirm = False
@@ -327,6 +335,7 @@ class Planner:
                 reason = f"open in {busy[(r.dev, r.inode)]}; needs a second confirmation"
                 needs_confirm = True
             if reason is not None:
+                path = f"{root}/{r.step_rel}/{r.relpath}"
                 protected.append(Protected(path, reason, r.fid, r.sid, needs_confirm))
                 continue
             assert parts is not None
