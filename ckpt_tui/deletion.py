@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 BATCH_FILES = 1000  # files claimed per transaction
 CHUNK = 500  # ids per IN (...) clause
+REFUSED = "refused: the index row is not a valid path inside the root"
 
 ProgressFn = Callable[[DeleteProgress], None]
 
@@ -168,6 +169,10 @@ class Deleter:
         for s in batch:
             files = []
             for f in s.files:
+                if _malformed(f):
+                    batch_results.append(ItemResult(f.file_id, s.step_id, repr(f.relparts),
+                                                    Outcome.FAILED, error=REFUSED))
+                    continue
                 path = _abs(root.path, f)
                 if f.file_id not in claimed:
                     batch_results.append(ItemResult(f.file_id, s.step_id, path, Outcome.SKIPPED,
@@ -268,7 +273,7 @@ class Deleter:
         try:
             async with deletion_claim(self.db):
                 with deletion_lock(self.db):
-                    return await self._recover_rows(rows)
+                    return await self._recover_rows([tuple(r) for r in rows])
         except IndexBusy:
             log.info("another deleter holds the lock; leaving %d rows to it", len(rows))
             return 0
@@ -293,17 +298,19 @@ class Deleter:
             for sid, rs in steps.items():
                 files = []
                 for r in rs:
-                    parts = layout.validate_file_record(str(r[10]), str(r[1]))
-                    if parts is None:
+                    planned = _planned_from_row(r)
+                    if planned is None:
                         unsafe.append(int(str(r[0])))
                         continue
-                    files.append(PlannedFile(
-                        int(str(r[0])), parts, int(str(r[2])), int(str(r[3])), int(str(r[4])),
-                        int(str(r[5])), int(str(r[6])), str(r[7]) == FileStatus.SYMLINK))
+                    files.append(planned)
                 first = rs[0]
-                batch.append(PlannedStep(sid, str(first[12]), int(str(first[11])),
-                                         int(str(first[9])), os.path.join(root.path, str(first[10])),
-                                         tuple(str(first[10]).split("/")), tuple(files), False))
+                step_parts = layout.split_relpath(first[10]) if isinstance(first[10], str) else None
+                if step_parts is None:
+                    continue  # every file of it was refused above
+                step_no = int(str(first[9])) if _is_int(first[9]) else -1
+                batch.append(PlannedStep(sid, str(first[12]), int(str(first[11])), step_no,
+                                         os.path.join(root.path, *step_parts), step_parts,
+                                         tuple(files), False))
             run = _Run(sum(len(s.files) for s in batch), 0)
             claimed = {f.file_id for s in batch for f in s.files}
             await self._run_batch(root, batch, claimed, {}, run, None, threading.Event())
@@ -311,10 +318,42 @@ class Deleter:
                 async with self.db.sessions() as session, session.begin():
                     await session.execute(update(FileRow).where(FileRow.id.in_(unsafe)).values(
                         state=RowState.ACTIVE.value,
-                        error="refused: the index row is not a valid path inside the root"))
+                        error=REFUSED))
             done += len(claimed)
             log.info("finished %d interrupted deletions under %s", len(claimed), root.path)
         return done
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _planned_from_row(r: tuple[object, ...]) -> PlannedFile | None:
+    """A PlannedFile from a recovered ``deleting`` row, or None if the row is malformed.
+
+    A hand-edited or damaged index may hold any type in any column: such a row is refused
+    (kept, with an error) rather than crashing every later open or being acted on.
+    """
+    fid, rel, size, disk, inode, mtime, nlink, status = r[:8]
+    step_rel = r[10]
+    if not (isinstance(rel, str) and isinstance(step_rel, str)):
+        return None
+    if not all(_is_int(v) for v in (fid, size, disk, inode, mtime, nlink)):
+        return None
+    parts = layout.validate_file_record(step_rel, rel)
+    if parts is None:
+        return None
+    assert _is_int(fid) and _is_int(size) and _is_int(disk)  # narrowed above, for mypy
+    return PlannedFile(int(str(fid)), parts, int(str(size)), int(str(disk)), int(str(inode)),
+                       int(str(mtime)), int(str(nlink)), status == FileStatus.SYMLINK)
+
+
+def _malformed(f: PlannedFile) -> bool:
+    """A plan entry whose fields are not what the deleter needs to act on it safely."""
+    numbers = (f.file_id, f.size_bytes, f.disk_bytes, f.inode, f.mtime_ns, f.nlink)
+    return (not all(_is_int(v) for v in numbers)
+            or not isinstance(f.relparts, tuple) or not f.relparts
+            or not all(isinstance(p, str) and layout.is_safe_component(p) for p in f.relparts))
 
 
 def _record(run: _Run, item: ItemResult,
@@ -337,7 +376,10 @@ def _record_dirs(run: _Run, removed: list[str], step_id: int | None,
 
 
 def _abs(root: str, f: PlannedFile) -> str:
-    return os.path.join(root, *f.relparts)
+    try:
+        return os.path.join(root, *f.relparts)
+    except TypeError:  # a malformed entry: shown, never acted on
+        return f"{root}/{f.relparts!r}"
 
 
 def _dir_exists(root: fs.RootHandle, relpath: str) -> bool:

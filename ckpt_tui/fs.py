@@ -1,4 +1,4 @@
-"""Safe filesystem primitives: directory-fd based, never following a symlink, never leaving the root.
+"""Safe filesystem primitives: dir-fd based, never following a symlink, never leaving the root.
 
 Every path used here arrives as components already validated by ``layout``; each directory is
 opened with ``O_NOFOLLOW | O_DIRECTORY`` relative to its parent's fd, and every unlink and rmdir
@@ -158,7 +158,8 @@ class StepDeletion:
             return FileOutcome(planned, Outcome.FAILED, error=describe_oserror(err))
         expect_type = stat.S_ISLNK if planned.is_symlink else stat.S_ISREG
         if not expect_type(st.st_mode):
-            return FileOutcome(planned, Outcome.CHANGED, error="changed type since the scan; left alone")
+            return FileOutcome(planned, Outcome.CHANGED,
+                               error="changed type since the scan; left alone")
         size = 0 if planned.is_symlink else st.st_size
         if (st.st_ino, size, st.st_mtime_ns) != (
             planned.inode,
@@ -180,10 +181,11 @@ class StepDeletion:
         self._touched.add(parent)
         return FileOutcome(planned, Outcome.DELETED, freed_bytes=freed)
 
-    def collapse(self) -> list[str]:
+    def collapse(self, *, quiet: bool = False) -> list[str]:
         """rmdir-if-empty every emptied directory, deepest first, up to the step directory.
 
         Never above the step directory; ENOTEMPTY (a file we did not plan) stops quietly.
+        ``quiet``: best effort after a StopBatch, a filesystem-wide error ends it silently.
         """
         removed: list[str] = []
         step_len = len(self.step_parts)
@@ -204,6 +206,8 @@ class StepDeletion:
                 os.rmdir(parts[-1], dir_fd=self._dir(parts[:-1]))
             except OSError as err:
                 if err.errno in STOP_ERRNOS:
+                    if quiet:
+                        break
                     raise StopBatch(self._path(parts), err) from err
                 if err.errno == errno.ENOENT:
                     gone.add(parts)  # already removed (e.g. by a run that was interrupted)
@@ -235,10 +239,16 @@ def delete_steps(
         for step_parts, files in work:
             deletion = StepDeletion(root_fd, root, step_parts)
             try:
-                for planned in files:
-                    if should_stop():
-                        break
-                    on_file(deletion.delete_file(planned))
+                try:
+                    for planned in files:
+                        if should_stop():
+                            break
+                        on_file(deletion.delete_file(planned))
+                except StopBatch:
+                    # Do not leave the directories emptied so far behind: a re-run would not
+                    # revisit them, as their files' rows are gone.
+                    on_dirs(step_parts, deletion.collapse(quiet=True))
+                    raise
                 on_dirs(step_parts, deletion.collapse())
             finally:
                 deletion.close()

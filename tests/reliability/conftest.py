@@ -162,7 +162,7 @@ async def scan(svc: CheckpointService, root: Path) -> int:
     return info.id
 
 
-# ----------------------------------------------------------------------------- the index, read directly
+# ----------------------------------------------------------------------------- the index
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,11 @@ def index_files(db: Path) -> list[IndexedFile]:
             "JOIN roots r ON r.id = t.root_id").fetchall()
     finally:
         con.close()
-    return [IndexedFile(i, Path(r, s, f), st, e, Path(r, s)) for i, r, s, f, st, e in rows]
+    def text(v: object) -> str:  # a hostile row may hold a blob or a number
+        return os.fsdecode(v) if isinstance(v, bytes) else str(v)
+
+    return [IndexedFile(i, Path(text(r), text(s), text(f)), st, e, Path(text(r), text(s)))
+            for i, r, s, f, st, e in rows]
 
 
 def index_steps(db: Path) -> list[Path]:
@@ -240,7 +244,8 @@ def cli_env(**faults: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str | Path, timeout: float = 120, **faults: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str | Path, timeout: float = 120, **faults: str
+            ) -> subprocess.CompletedProcess[str]:
     """``python -m ckpt_tui ARGS`` (through the fault runner when faults are given)."""
     cmd = [sys.executable, str(RUNNER)] if faults else [sys.executable, "-m", "ckpt_tui"]
     return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True,
