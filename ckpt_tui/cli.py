@@ -24,8 +24,9 @@ from ckpt_tui.clifmt import (
     result_json,
     tree_json,
 )
+from ckpt_tui.deletion import deletion_lock
 from ckpt_tui.errors import CkptError, TargetError
-from ckpt_tui.planning import Protection
+from ckpt_tui.planning import ALREADY_DELETING, Protection
 from ckpt_tui.retention import Rules, parse_best, parse_duration
 from ckpt_tui.service import CheckpointService
 from ckpt_tui.types import DeleteProgress, Plan
@@ -401,8 +402,11 @@ async def _delete_flow(
         if not as_json:
             print_plan(plan, dry_run=False)
         if plan.empty and not any(p.needs_confirmation for p in plan.protected):
+            if any(p.reason == ALREADY_DELETING for p in plan.protected):
+                with deletion_lock(svc.db):  # raises IndexBusy while the other deleter runs
+                    pass
             if as_json:
-                click.echo(json.dumps(result_json(None)))
+                click.echo(json.dumps(result_json(None, plan)))
             return 0
         allow_open = False
         if not yes:
@@ -438,7 +442,7 @@ async def _delete_flow(
         if progress:
             progress.close()
         if as_json:
-            click.echo(json.dumps(result_json(result)))
+            click.echo(json.dumps(result_json(result, plan)))
         else:
             print_result(result)
         return 0 if result.ok else EXIT_FAILED

@@ -199,7 +199,8 @@ def print_plan(plan: Plan, *, dry_run: bool) -> None:
     )
 
 
-def result_json(result: ExecuteResult | None) -> dict[str, Any]:
+def result_json(result: ExecuteResult | None, plan: Plan | None = None) -> dict[str, Any]:
+    protected = [{"path": p.path, "reason": p.reason} for p in (plan.protected if plan else ())]
     if result is None:
         return {
             "dry_run": False,
@@ -208,6 +209,7 @@ def result_json(result: ExecuteResult | None) -> dict[str, Any]:
             "skipped": [],
             "freed_bytes": 0,
             "removed_dirs": [],
+            "protected": protected,
         }
     return {
         "dry_run": False,
@@ -225,6 +227,7 @@ def result_json(result: ExecuteResult | None) -> dict[str, Any]:
             for r in result.results
             if r.outcome == Outcome.SKIPPED
         ],
+        "protected": protected,
         "removed_dirs": list(result.removed_dirs),
         "freed_bytes": result.freed_bytes,
         "stopped": result.stopped,

@@ -7,6 +7,7 @@ applied here so both faces show the same reasons.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections import defaultdict
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, func, select, type_coerce
 
 from ckpt_tui import layout, retention
 from ckpt_tui.db import Database, FileRow, Root, Step, Training
@@ -22,7 +23,10 @@ from ckpt_tui.errors import TargetError
 from ckpt_tui.procfs import open_files
 from ckpt_tui.types import FileStatus, KeptStep, Plan, PlannedFile, PlannedStep, Protected, RowState
 
+log = logging.getLogger(__name__)
+
 RECENT_SECONDS = 120.0
+ALREADY_DELETING = "already being deleted"
 CHUNK = 500
 BULK_IDS = 5_000  # beyond this many ids, select the root's rows once and filter in Python
 
@@ -55,6 +59,27 @@ class _Row:
     tid: int
     training: str
 
+    def malformed(self) -> str | None:
+        """Why this row cannot be trusted (a column without its model's type), or None."""
+        for name in ("fid", "size", "disk", "inode", "dev", "mtime_ns", "nlink", "sid", "step"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                return f"{name} is {value!r}"
+        for name in ("relpath", "step_rel"):
+            if type(getattr(self, name)) is not str:
+                return f"{name} is not text"
+        if self.status not in _STATUSES:
+            return f"status is {self.status!r}"
+        if self.state not in _STATES:
+            return f"state is {self.state!r}"
+        if self.pinned not in (0, 1):  # raw column value; True/False compare equal to 1/0
+            return f"pinned is {self.pinned!r}"
+        return None
+
+
+_STATUSES = frozenset(s.value for s in FileStatus)
+_STATES = frozenset(s.value for s in RowState)
+
 
 class Planner:
     def __init__(self, db: Database, protection: Protection) -> None:
@@ -84,7 +109,7 @@ class Planner:
                 Step.id,
                 Step.step,
                 Step.relpath,
-                Step.pinned,
+                type_coerce(Step.pinned, Integer),  # raw, so a malformed value is seen
                 Training.id,
                 Training.name,
             )
@@ -103,12 +128,10 @@ class Planner:
         async with self.db.sessions() as session:
             for i in range(0, len(ids), CHUNK):
                 chunk = ids[i : i + CHUNK]
-                q = (
-                    select(Step.training_id, func.max(Step.step))
-                    .where(Step.training_id.in_(chunk))
-                    .group_by(Step.training_id)
-                )
-                newest.update({t: s for t, s in (await session.execute(q)).all()})
+                q = select(Step.training_id, Step.step).where(Step.training_id.in_(chunk))
+                for t, step in (await session.execute(q)).all():
+                    if type(step) is int and step > newest.get(t, -1):  # malformed rows skipped
+                        newest[t] = step
                 q2 = (
                     select(FileRow.step_id, func.count(FileRow.id))
                     .join(Step)
@@ -173,7 +196,7 @@ class Planner:
             select(
                 Step.id,
                 Step.step,
-                Step.pinned,
+                type_coerce(Step.pinned, Integer),
                 Step.relpath,
                 Training.id,
                 Training.name,
@@ -195,9 +218,21 @@ class Planner:
             if missing:
                 raise TargetError(f"no training named {missing[0]!r} under {root}")
         by_training: dict[int, list[Any]] = defaultdict(list)
+        refused: list[Protected] = []
         for r in all_steps:
-            if wanted is None or r[5] in wanted or r[6] in wanted:
-                by_training[r[4]].append(r)
+            if wanted is not None and r[5] not in wanted and r[6] not in wanted:
+                continue
+            if type(r[1]) is not int or r[2] not in (0, 1) or type(r[3]) is not str:
+                refused.append(
+                    Protected(
+                        f"{root}/{r[3]}",
+                        f"refused: malformed index row (step is {r[1]!r}, pinned is {r[2]!r})",
+                        None,
+                        r[0],
+                    )
+                )
+                continue
+            by_training[r[4]].append(r)
         metrics = await self._metrics(set(by_training), rules.best.key) if rules.best else {}
         delete_ids: list[int] = []
         kept: list[KeptStep] = []
@@ -223,7 +258,12 @@ class Planner:
         plan = await self.plan_steps(root_id, delete_ids, force=force, include_open=include_open)
         kept.sort(key=lambda k: (k.training, k.step))
         return Plan(
-            plan.root_id, plan.root, plan.steps, tuple(kept), plan.protected, plan.created_at
+            plan.root_id,
+            plan.root,
+            plan.steps,
+            tuple(kept),
+            (*refused, *plan.protected),
+            plan.created_at,
         )
 
     async def _metrics(
@@ -311,7 +351,24 @@ class Planner:
         chosen: dict[int, list[PlannedFile]] = defaultdict(list)
         meta: dict[int, _Row] = {}
         seen: set[int] = set()
-        for r in sorted(rows, key=lambda r: (r.training, r.step, r.step_rel, r.relpath)):
+        good: list[_Row] = []
+        for r in rows:
+            problem = r.malformed()
+            if problem is None:
+                good.append(r)
+                continue
+            where = f"{root}/{r.step_rel}/{r.relpath}"
+            if not isinstance(r.step_rel, str) or not isinstance(r.relpath, str):
+                where = f"{root} (file #{r.fid!r})"
+            log.warning("refused malformed index row %s: %s", where, problem)
+            protected.append(
+                Protected(
+                    where,
+                    f"refused: malformed index row ({problem})",
+                    r.fid if type(r.fid) is int else None,
+                )
+            )
+        for r in sorted(good, key=lambda r: (r.training, r.step, r.step_rel, r.relpath)):
             if r.fid in seen:
                 continue
             seen.add(r.fid)
@@ -321,7 +378,7 @@ class Planner:
             if parts is None:
                 reason = "refused: the index row is not a valid path inside the root"
             elif r.state != RowState.ACTIVE:
-                reason = "already being deleted"
+                reason = ALREADY_DELETING
             elif r.status == FileStatus.SPECIAL:
                 reason = "not a regular file; never deleted"
             elif r.pinned:

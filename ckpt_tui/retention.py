@@ -6,6 +6,7 @@ The newest step and pinned steps are always kept.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable
@@ -89,7 +90,7 @@ def every_k(steps: list[StepFacts], k: int) -> set[int]:
     chosen: set[int] = set()
     if has_multiple(k, ordered[0].step):
         chosen.add(ordered[0].id)
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         mid = (a.step + b.step) / 2
         if has_multiple(a.step, mid):
             chosen.add(a.id)
@@ -115,8 +116,9 @@ def decide(steps: Iterable[StepFacts], rules: Rules, now_ns: int = 0) -> Decisio
     def add(sid: int, why: str) -> None:
         reasons.setdefault(sid, []).append(why)
 
+    newest = ordered[-1].step if ordered else None
     for i, s in enumerate(reversed(ordered)):
-        if i == 0:
+        if s.step == newest:  # two directories can carry the newest number: keep both
             add(s.id, "newest")
         elif i < rules.keep:
             add(s.id, f"keep newest {rules.keep}")

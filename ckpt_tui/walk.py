@@ -176,6 +176,8 @@ class Walker:
             training: tuple[str, str] | None = None  # (relpath, name), once per directory
             for entry in entries:
                 if not entry.is_dir(follow_symlinks=False):
+                    if entry.is_symlink() and layout.step_for_dir(parts, entry.name):
+                        notes.append(f"not followed: step directory {entry.path} is a symlink")
                     continue
                 name = entry.name
                 if not name.isascii() and _display_name(name) != name:
@@ -231,6 +233,11 @@ class Walker:
                     if entry.is_dir(follow_symlinks=False):
                         if len(inner) < MAX_DEPTH:
                             stack.append(((*inner, name), entry.path))
+                        else:
+                            notes.append(
+                                f"not listed: {entry.path} is deeper than "
+                                f"{MAX_DEPTH} directories inside its step"
+                            )
                         continue
                     st = entry.stat(follow_symlinks=False)
                 except OSError as err:

@@ -126,3 +126,16 @@ async def test_missing_layer_and_truncated_file_flag_the_step(tmp_path: Path, sv
     assert not steps["t/checkpoint_1"]["info"].incomplete
     assert steps["t/checkpoint_2"]["info"].problems == ("2 of 3 layers",)
     assert steps["t/checkpoint_3"]["info"].problems == ("1 file(s) not valid safetensors",)
+
+
+async def test_symlinked_step_directory_is_flagged_not_followed(tmp_path: Path, svc) -> None:
+    import os
+
+    victim = tmp_path / "victim" / "checkpoint_5"
+    write_checkpoint(victim / "layer_0" / "checkpoint.safetensors", 5)
+    root = tmp_path / "root"
+    write_checkpoint(root / "t" / "checkpoints" / "checkpoint_1" / "layer_0" / "c.safetensors", 1)
+    os.symlink(victim, root / "t" / "checkpoints" / "checkpoint_5")
+    result = await svc.scan(str(root))
+    assert result.steps == 1
+    assert any("checkpoint_5 is a symlink" in n for n in result.notes)

@@ -74,11 +74,6 @@ def test_two_processes_same_prune_second_is_told_busy(tmp_path: Path) -> None:
     assert_consistent(db, root)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs cli._delete_flow to report 'busy' (exit 1) instead of 'nothing to delete' when every "
-    "planned row is protected as 'already being deleted' by a process holding the lock: e.g. "
-    "when plan.empty and any protected reason is 'already being deleted', try "
-    "deletion_lock(svc.db) and let IndexBusy surface"))
 def test_second_process_told_busy_even_when_everything_is_claimed(tmp_path: Path) -> None:
     root, db, log = tmp_path / "root", tmp_path / "index.sqlite3", tmp_path / "unlinks.log"
     build_tree(root, trainings=1, steps=(100, 200, 300), layers=2)

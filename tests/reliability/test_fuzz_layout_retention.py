@@ -115,10 +115,6 @@ async def test_plan_retention_on_a_real_tree(steps: list[tuple[int, int, bool]],
                     (root / s.training).resolve())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs retention.decide to mark every step whose number equals the newest number as "
-    "'newest' (e.g. `newest = ordered[-1].step` and `if s.step == newest: add(s.id, 'newest')`),"
-    " not only the last one after sorting: checkpoint_300 and checkpoint-300 tie"))
 def test_two_directories_for_the_newest_step_number_are_both_kept(tmp_path: Path) -> None:
     """Found by hypothesis: two step dirs with the newest number; --force deleted one."""
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"

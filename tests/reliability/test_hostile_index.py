@@ -133,10 +133,6 @@ WRONG_TYPES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs typed row validation in planning.py (Planner._rows and plan_retention): a row whose "
-    "columns do not have the model's types must become a Protected 'refused: malformed index "
-    "row' instead of a traceback or a silently planned path"))
 @pytest.mark.parametrize("case", sorted(WRONG_TYPES))
 def test_rows_with_wrong_types_are_refused(tmp_path: Path, victim: Victim, case: str) -> None:
     root, db = _setup(tmp_path)
