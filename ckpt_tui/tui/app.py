@@ -30,6 +30,7 @@ from ckpt_tui.tui.screens.help import HelpScreen
 from ckpt_tui.tui.widgets.details import DetailsPanel
 from ckpt_tui.tui.widgets.status import ProgressPanel, StatusBar, StatusFacts
 from ckpt_tui.tui.widgets.tree import CheckpointTree
+from ckpt_tui.tui.workers import spawn
 from ckpt_tui.types import DiskUsage, RootInfo, ScanProgress
 
 FLUSH_SECONDS = 0.05  # coalesce progress repaints to ~20 Hz
@@ -126,20 +127,21 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
     def show_path(self, path: str) -> str:
         """A path for display, with the root replaced by the display root (for snapshots)."""
         if self.display_root and path.startswith(self.root_dir):
-            return self.display_root + path[len(self.root_dir):]
+            return self.display_root + path[len(self.root_dir) :]
         return path
 
     def rel_path(self, path: str) -> str:
         root = self.root_dir.rstrip("/") + "/"
-        return path[len(root):] if path.startswith(root) else path
+        return path[len(root) :] if path.startswith(root) else path
 
     def on_mount(self) -> None:
         self.query_one(ProgressPanel).display = False
         self.query_one("#filter", Input).display = False
         self.ckpt_tree.focus()
+        self.ckpt_tree.on_highlight = lambda _node: self.update_details()
         self.refresh_status()
         self.set_interval(DISK_POLL_SECONDS, self.refresh_disk)
-        self.run_worker(self._startup(), group="startup", exclusive=True)
+        spawn(self, self._startup, group="startup", exclusive=True)
 
     async def on_unmount(self) -> None:
         self.cancel_event.set()
@@ -202,7 +204,7 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
 
     @on(CheckpointTree.ExpandRequested)
     def _expand_requested(self, event: CheckpointTree.ExpandRequested) -> None:
-        self.run_worker(self._load_and_expand(event.node), group="expand")
+        spawn(self, self._load_and_expand, event.node, group="expand")
 
     async def _load_and_expand(self, node: Node) -> None:
         if node.kind == Kind.TRAINING:
@@ -218,15 +220,11 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
     def update_details(self) -> None:
         node = self.ckpt_tree.node
         self.query_one(DetailsPanel).show(node, self.marks)
-        if node is not None and node.kind in (Kind.FILE, Kind.STEP) and self.svc is not None:
-            self.run_worker(self._load_details(node), group="details", exclusive=True)
+        if node is not None and node.kind == Kind.FILE and self.svc is not None:
+            spawn(self, self._load_details, node, group="details", exclusive=True)
 
     async def _load_details(self, node: Node) -> None:
-        details = None
-        if node.kind == Kind.FILE:
-            details = await self.service.file_details(node.id)
-        elif node.children is None:
-            self.model.set_files(node, await self.service.files(node.id))
+        details = await self.service.file_details(node.id)
         if self.ckpt_tree.node is node:
             self.query_one(DetailsPanel).show(node, self.marks, details)
 
@@ -242,14 +240,23 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
 
     def refresh_status(self) -> None:
         root = self.model.root
-        self.query_one(StatusBar).show(StatusFacts(
-            root=self.show_path(self.root_dir), indexed_bytes=root.size, indexed_files=root.files,
-            trainings=len(self.model.trainings), disk=self.disk,
-            marked_files=len(self.marks.marked), marked_steps=self.marks.marked_steps(),
-            marked_bytes=self.marks.marked_bytes, freed=self.freed_session,
-            sort=self.model.sort.value, filter=self.model.filter, read_only=self.read_only,
-            note=self.note,
-        ))
+        self.query_one(StatusBar).show(
+            StatusFacts(
+                root=self.show_path(self.root_dir),
+                indexed_bytes=root.size,
+                indexed_files=root.files,
+                trainings=len(self.model.trainings),
+                disk=self.disk,
+                marked_files=len(self.marks.marked),
+                marked_steps=self.marks.marked_steps(),
+                marked_bytes=self.marks.marked_bytes,
+                freed=self.freed_session,
+                sort=self.model.sort.value,
+                filter=self.model.filter,
+                read_only=self.read_only,
+                note=self.note,
+            )
+        )
 
     def mark_dirty(self) -> None:
         """Progress arrived: repaint on the next tick, not per event."""
@@ -280,7 +287,7 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         self.query_one(ProgressPanel).start(f"Scanning {what}…", None, "rows appear as found")
         self.note = "scanning…"
         self.mark_dirty()
-        self.run_worker(self._scan(training), group="scan", exclusive=True)
+        spawn(self, self._scan, training, group="scan", exclusive=True)
 
     def _on_scan_progress(self, p: ScanProgress) -> None:
         self.scan_progress = p
@@ -291,17 +298,20 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         if p is not None:
             self.query_one(ProgressPanel).set(
                 f"Scanning: {fmt.count(p.files_seen, 'file')} · {fmt.size(p.bytes_seen)} · "
-                f"{fmt.count(p.steps_found, 'step')}", 0)
+                f"{fmt.count(p.steps_found, 'step')}",
+                0,
+            )
         now = time.monotonic()
         if now - self._last_scan_reload >= SCAN_RELOAD_SECONDS:
             self._last_scan_reload = now
-            self.run_worker(self.reload(), group="reload", exclusive=True)
+            spawn(self, self.reload, group="reload", exclusive=True)
 
     async def _scan(self, training: Node | None) -> None:
         tid = training.id if training is not None else None
         try:
-            result = await self.service.scan(self.root_path, on_progress=self._on_scan_progress,
-                                             training_id=tid)
+            result = await self.service.scan(
+                self.root_path, on_progress=self._on_scan_progress, training_id=tid
+            )
         except CkptError as err:
             self.notify(str(err), title="Scan failed", severity="error")
             result = None
@@ -311,7 +321,7 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         self.workers.cancel_group(self, "reload")
         await self.reload()
         if result is not None:
-            self.note = (f"scanned {fmt.count(result.files, 'file')} in {result.seconds:.1f} s")
+            self.note = f"scanned {fmt.count(result.files, 'file')} in {result.seconds:.1f} s"
             for n in result.notes[:3]:
                 self.notify(n, severity="warning")
         self.refresh_status()
@@ -353,7 +363,7 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.run_worker(self._apply_filter(event.value), group="filter", exclusive=True)
+        spawn(self, self._apply_filter, event.value, group="filter", exclusive=True)
 
     async def _apply_filter(self, text: str) -> None:
         if text:
@@ -378,7 +388,7 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
             box.value = ""
             box.display = False
             self.ckpt_tree.focus()
-            self.run_worker(self._apply_filter(""), group="filter", exclusive=True)
+            spawn(self, self._apply_filter, "", group="filter", exclusive=True)
 
     async def action_quit_app(self) -> None:
         if self.deleting:

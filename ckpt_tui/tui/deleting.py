@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from textual.app import App
@@ -17,6 +18,7 @@ from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.model import Kind, Marks, TreeModel
 from ckpt_tui.tui.screens.confirm import ConfirmFacts, ConfirmScreen
 from ckpt_tui.tui.widgets.status import ProgressPanel
+from ckpt_tui.tui.workers import spawn
 from ckpt_tui.types import DeleteProgress, ExecuteResult, ItemResult, Outcome, Plan
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ class DeleteMixin(App[int]):
     freed_session: int
 
     if TYPE_CHECKING:
+
         @property
         def ckpt_tree(self) -> CheckpointTree: ...
         @property
@@ -71,10 +74,12 @@ class DeleteMixin(App[int]):
         if not ids and node is not None and node.kind != Kind.ROOT:
             ids = self.marks.ids_of(node)
         if not ids:
-            self.notify("Nothing marked: Space marks a row, K marks all but the newest N",
-                        severity="warning")
+            self.notify(
+                "Nothing marked: Space marks a row, K marks all but the newest N",
+                severity="warning",
+            )
             return
-        self.run_worker(self._plan_and_confirm(ids), group="plan", exclusive=True)
+        spawn(self, self._plan_and_confirm, ids, group="plan", exclusive=True)
 
     async def _plan_and_confirm(self, ids: set[int]) -> None:
         root_id = self.model.root.id
@@ -87,25 +92,43 @@ class DeleteMixin(App[int]):
             reasons = sorted({p.reason for p in plan.protected})
             self.notify("Nothing can be deleted: " + "; ".join(reasons[:3]), severity="warning")
             return
-        if not await self.push_screen_wait(ConfirmScreen(self.confirm_facts(plan))):
+        self.push_screen(
+            ConfirmScreen(self.confirm_facts(plan)), partial(self._confirmed, plan, ids)
+        )
+
+    def _confirmed(self, plan: Plan, ids: set[int], yes: bool | None) -> None:
+        if not yes:
             self.notify("Cancelled: nothing was deleted", timeout=2)
             return
-        allow_open = False
         needs = [p for p in plan.protected if p.needs_confirmation]
-        if needs:
-            facts = ConfirmFacts(
-                title=f"{fmt.count(len(needs), 'file')} open in another process: delete anyway?",
-                steps=0, partial_steps=0, files=len(needs), bytes=0, free_before=None,
-                paths=tuple(f"{self.rel_path(p.path)}  ({p.reason})" for p in needs),
-                action="Delete open files")
-            if await self.push_screen_wait(ConfirmScreen(facts)):
-                try:
-                    plan = await self.service.planner.plan_files(root_id, ids, include_open=True)
-                except CkptError as err:
-                    self.notify(str(err), severity="error")
-                    return
-                allow_open = True
-        self.start_delete(plan, allow_open=allow_open)
+        if not needs:
+            self.start_delete(plan)
+            return
+        facts = ConfirmFacts(
+            title=f"{fmt.count(len(needs), 'file')} open in another process: delete anyway?",
+            steps=0,
+            partial_steps=0,
+            files=len(needs),
+            bytes=0,
+            free_before=None,
+            paths=tuple(f"{self.rel_path(p.path)}  ({p.reason})" for p in needs),
+            action="Delete open files",
+        )
+        self.push_screen(ConfirmScreen(facts), partial(self._confirmed_open, plan, ids))
+
+    def _confirmed_open(self, plan: Plan, ids: set[int], yes: bool | None) -> None:
+        if not yes:
+            self.start_delete(plan)  # the open files stay; the rest goes as confirmed
+            return
+        spawn(self, self._replan_open, ids, group="plan", exclusive=True)
+
+    async def _replan_open(self, ids: set[int]) -> None:
+        try:
+            plan = await self.service.planner.plan_files(self.model.root.id, ids, include_open=True)
+        except CkptError as err:
+            self.notify(str(err), severity="error")
+            return
+        self.start_delete(plan, allow_open=True)
 
     def confirm_facts(self, plan: Plan) -> ConfirmFacts:
         paths: list[str] = []
@@ -116,9 +139,12 @@ class DeleteMixin(App[int]):
                 paths += [f.path_rel for f in s.files]
         disk = getattr(self, "disk", None)
         return ConfirmFacts(
-            title="Delete these checkpoints?", steps=len(plan.steps),
-            partial_steps=sum(1 for s in plan.steps if not s.whole), files=plan.file_count,
-            bytes=plan.bytes, free_before=disk.free if disk is not None else None,
+            title="Delete these checkpoints?",
+            steps=len(plan.steps),
+            partial_steps=sum(1 for s in plan.steps if not s.whole),
+            files=plan.file_count,
+            bytes=plan.bytes,
+            free_before=disk.free if disk is not None else None,
             paths=tuple(paths),
             protected=tuple(f"{self.rel_path(p.path)}: {p.reason}" for p in plan.protected),
         )
@@ -131,9 +157,10 @@ class DeleteMixin(App[int]):
         self._started = time.monotonic()
         total = float(plan.bytes or plan.file_count)
         self.query_one(ProgressPanel).start(
-            f"Deleting {fmt.count(plan.file_count, 'file')}…", total, "Esc cancels")
+            f"Deleting {fmt.count(plan.file_count, 'file')}…", total, "Esc cancels"
+        )
         self.mark_dirty()
-        self.run_worker(self._execute(plan, allow_open), group="delete", exclusive=True)
+        spawn(self, self._execute, plan, allow_open, group="delete", exclusive=True)
 
     def cancel_delete(self) -> None:
         if self.deleting and not self.cancel_event.is_set():
@@ -153,8 +180,9 @@ class DeleteMixin(App[int]):
     async def _execute(self, plan: Plan, allow_open: bool) -> None:
         result: ExecuteResult | None = None
         try:
-            result = await self.service.execute(plan, on_progress=self._on_progress,
-                                                cancel=self.cancel_event, allow_open=allow_open)
+            result = await self.service.execute(
+                plan, on_progress=self._on_progress, cancel=self.cancel_event, allow_open=allow_open
+            )
         except CkptError as err:
             self.notify(str(err), title="Deletion stopped", severity="error")
         finally:
@@ -186,7 +214,10 @@ class DeleteMixin(App[int]):
             self.notify(
                 f"{fmt.count(len(failed), 'file')} could not be deleted and stay marked. "
                 f"First: {self.rel_path(first.path)}: {first.error or first.outcome}",
-                title="Some files were not deleted", severity="error", timeout=12)
+                title="Some files were not deleted",
+                severity="error",
+                timeout=12,
+            )
 
     def flush_delete(self) -> None:
         """Apply buffered progress: drop deleted rows, mark failures, update totals."""
@@ -215,5 +246,6 @@ class DeleteMixin(App[int]):
                 f"Deleting {p.files_done:,}/{p.files_total:,} files · "
                 f"{fmt.size(p.bytes_freed)} of {fmt.size(p.bytes_total)} · "
                 f"{fmt.rate(p.bytes_freed, elapsed)}",
-                float(p.bytes_freed if p.bytes_total else p.files_done))
+                float(p.bytes_freed if p.bytes_total else p.files_done),
+            )
         self.refresh_disk()

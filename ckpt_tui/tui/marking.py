@@ -12,6 +12,7 @@ from ckpt_tui.errors import CkptError
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.model import Kind, Marks, MarkState, Node, TreeModel
 from ckpt_tui.tui.screens.keep import KeepNewestScreen
+from ckpt_tui.tui.workers import spawn
 from ckpt_tui.types import Plan, StepInfo
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class MarkMixin(App[int]):
     marks: Marks
 
     if TYPE_CHECKING:
+
         @property
         def ckpt_tree(self) -> CheckpointTree: ...
         @property
@@ -66,8 +68,10 @@ class MarkMixin(App[int]):
             return
         step = _step_of(node)
         if step is not None and isinstance(step.info, StepInfo) and step.info.pinned:
-            self.notify(f"{step.name} is pinned: it is never marked or deleted (p unpins it)",
-                        severity="warning")
+            self.notify(
+                f"{step.name} is pinned: it is never marked or deleted (p unpins it)",
+                severity="warning",
+            )
             return
         if node.kind in (Kind.FILE, Kind.STEP):
             self._toggle(node, self.marks.ids_of(node))
@@ -77,7 +81,7 @@ class MarkMixin(App[int]):
             if node.kind == Kind.STEP:
                 self.ckpt_tree.action_cursor_down()
             return
-        self.run_worker(self._toggle_group(node), group="mark")
+        spawn(self, self._toggle_group, node, group="mark")
 
     def _toggle(self, node: Node, ids: set[int]) -> None:
         if self.marks.state(node) == MarkState.ALL or (ids and ids <= self.marks.marked):
@@ -108,7 +112,7 @@ class MarkMixin(App[int]):
     def action_invert(self) -> None:
         node = self.ckpt_tree.node
         training = _training_of(node)
-        self.run_worker(self._invert(training), group="mark")
+        spawn(self, self._invert, training, group="mark")
 
     async def _invert(self, training: Node | None) -> None:
         trainings = [training] if training is not None else self.model.trainings
@@ -128,7 +132,7 @@ class MarkMixin(App[int]):
         if step is None:
             self.notify("Pins apply to steps: move to a step row", severity="warning")
             return
-        self.run_worker(self._pin(step), group="pin")
+        spawn(self, self._pin, step, group="pin")
 
     async def _pin(self, step: Node) -> None:
         assert isinstance(step.info, StepInfo)
@@ -142,8 +146,9 @@ class MarkMixin(App[int]):
         if pinned:
             self.marks.unmark(self.marks.by_step.get(step.id, set()))
         self.after_marks()
-        self.notify(f"{step.name} {'pinned: never marked or deleted' if pinned else 'unpinned'}",
-                    timeout=2)
+        self.notify(
+            f"{step.name} {'pinned: never marked or deleted' if pinned else 'unpinned'}", timeout=2
+        )
 
     def action_keep_newest(self) -> None:
         training = _training_of(self.ckpt_tree.node)
@@ -162,5 +167,7 @@ class MarkMixin(App[int]):
         ids = {f.file_id for s in plan.steps for f in s.files}
         self.marks.mark(ids)
         self.after_marks()
-        self.notify(f"Marked {fmt.count(len(plan.steps), 'step')} · {fmt.size(plan.bytes)}; "
-                    f"kept {fmt.count(len(plan.keep), 'step')}")
+        self.notify(
+            f"Marked {fmt.count(len(plan.steps), 'step')} · {fmt.size(plan.bytes)}; "
+            f"kept {fmt.count(len(plan.keep), 'step')}"
+        )

@@ -72,18 +72,45 @@ class Node:
 
 
 def training_node(info: TrainingInfo, parent: Node) -> Node:
-    return Node(Kind.TRAINING, info.id, info.name, info, parent, info.size_bytes, info.disk_bytes,
-                info.file_count, info.newest_mtime_ns or 0)
+    return Node(
+        Kind.TRAINING,
+        info.id,
+        info.name,
+        info,
+        parent,
+        info.size_bytes,
+        info.disk_bytes,
+        info.file_count,
+        info.newest_mtime_ns or 0,
+    )
 
 
 def step_node(info: StepInfo, parent: Node) -> Node:
-    return Node(Kind.STEP, info.id, info.dirname, info, parent, info.size_bytes, info.disk_bytes,
-                info.file_count, info.mtime_ns)
+    return Node(
+        Kind.STEP,
+        info.id,
+        info.dirname,
+        info,
+        parent,
+        info.size_bytes,
+        info.disk_bytes,
+        info.file_count,
+        info.mtime_ns,
+    )
 
 
 def file_node(info: FileInfo, parent: Node) -> Node:
-    return Node(Kind.FILE, info.id, info.relpath, info, parent, info.size_bytes, info.disk_bytes,
-                1, info.mtime_ns)
+    return Node(
+        Kind.FILE,
+        info.id,
+        info.relpath,
+        info,
+        parent,
+        info.size_bytes,
+        info.disk_bytes,
+        1,
+        info.mtime_ns,
+    )
 
 
 @dataclass
@@ -299,13 +326,13 @@ class TreeModel:
         block: list[Node] = []
         for child in self.visible_children(node):
             self._emit(child, block)
-        self.rows[index + 1:index + 1] = block
+        self.rows[index + 1 : index + 1] = block
 
     def collapse(self, index: int) -> None:
         node = self.rows[index]
         if not node.expanded or node.kind == Kind.ROOT:
             return
-        del self.rows[index + 1:self.subtree_end(index)]
+        del self.rows[index + 1 : self.subtree_end(index)]
         node.expanded = False
 
     def index_of(self, node: Node, hint: int = 0) -> int:
@@ -362,12 +389,14 @@ class TreeModel:
             self.step_nodes.pop(sid, None)
         dead = {id(t) for t in emptied}
         self.rows = [
-            r for r in self.rows
-            if not ((r.kind == Kind.STEP and r.id in step_ids)
-                    or (r.kind == Kind.FILE and r.id in gone_files)
-                    or id(r) in dead
-                    or (r.parent is not None and r.parent.kind == Kind.STEP
-                        and r.parent.id in step_ids))
+            r
+            for r in self.rows
+            if not (
+                (r.kind == Kind.STEP and r.id in step_ids)
+                or (r.kind == Kind.FILE and r.id in gone_files)
+                or id(r) in dead
+                or (r.parent is not None and r.parent.kind == Kind.STEP and r.parent.id in step_ids)
+            )
         ]
 
     def set_error(self, fid: int, error: str) -> None:

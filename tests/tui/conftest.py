@@ -66,8 +66,9 @@ def make_app(demo: DemoTree, service: CheckpointService | None = None, **kw: Any
     return CkptApp(str(demo.root), str(demo.db_path), service=service, **kw)
 
 
-def fake_disk(free: int = 123_000_000_000, total: int = 250_000_000_000) -> Callable[
-        [str], DiskUsage]:
+def fake_disk(
+    free: int = 123_000_000_000, total: int = 250_000_000_000
+) -> Callable[[str], DiskUsage]:
     def usage(_root: str) -> DiskUsage:
         return DiskUsage(total=total, used=total - free, free=free)
 
@@ -83,8 +84,7 @@ def build_fixed_tree(base: Path) -> Path:
             if step == 6000 and layer == 18:
                 continue
             p = t1 / f"checkpoint_{step}" / f"layer_{layer}" / "checkpoint.safetensors"
-            write_sparse_safetensors(p, sae_tensors(), {"step": str(step),
-                                                        "layer_idx": str(layer)})
+            write_sparse_safetensors(p, sae_tensors(), {"step": str(step), "layer_idx": str(layer)})
             mtime = FIXED_NOW - (6 - i) * 3600
             os.utime(p, (mtime, mtime))
     t2 = root / "sae_gpt2_small_l8"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ckpt_tui.demo import DemoTree
@@ -12,6 +13,7 @@ from ckpt_tui.tui.model import Kind
 from ckpt_tui.tui.screens.confirm import ConfirmScreen
 from ckpt_tui.tui.screens.help import HelpScreen
 from ckpt_tui.tui.widgets.status import StatusBar
+from ckpt_tui.types import DiskUsage
 
 from .conftest import SIZE, goto, make_app, row_names, settle
 
@@ -29,8 +31,12 @@ async def test_first_screen_scans_and_starts_on_first_training(demo: DemoTree) -
     app = make_app(demo)  # never indexed: the app scans it first
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        assert row_names(app)[1:] == ["hf_finetune_llama", "sae_gpt2_small_l8",
-                                      "train_36766f85", "train_9f1c2a0b"]
+        assert row_names(app)[1:] == [
+            "hf_finetune_llama",
+            "sae_gpt2_small_l8",
+            "train_36766f85",
+            "train_9f1c2a0b",
+        ]
         node = app.ckpt_tree.node
         assert node is not None and node.name == "hf_finetune_llama"
         text = status_text(app)
@@ -86,8 +92,9 @@ async def test_mark_step_then_training(demo: DemoTree, service: CheckpointServic
         assert not app.marks.marked and "marked nothing" in status_text(app)
 
 
-async def test_keep_newest_n_previews_then_marks(demo: DemoTree,
-                                                 service: CheckpointService) -> None:
+async def test_keep_newest_n_previews_then_marks(
+    demo: DemoTree, service: CheckpointService
+) -> None:
     app = make_app(demo, service)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -152,9 +159,20 @@ async def test_cancel_deletes_nothing(demo: DemoTree, service: CheckpointService
         assert app.freed_session == 0 and len(app.marks.marked) == 3
 
 
+def apparent_disk(root: Path, total: int = 10**12) -> Callable[[str], DiskUsage]:
+    """Disk usage as if the files were not sparse: free = total - apparent bytes under root."""
+
+    def usage(_root: str) -> DiskUsage:
+        used = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        return DiskUsage(total=total, used=used, free=total - used)
+
+    return usage
+
+
 async def test_confirm_deletes_rows_vanish_and_freed_grows(
-        demo: DemoTree, service: CheckpointService) -> None:
-    app = make_app(demo, service)
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    app = make_app(demo, service, disk_usage=apparent_disk(demo.root))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await goto(app, pilot, "train_36766f85")
@@ -176,16 +194,23 @@ async def test_confirm_deletes_rows_vanish_and_freed_grows(
         assert "checkpoint_2000" not in row_names(app) and "checkpoint_6000" in row_names(app)
         assert app.freed_session == marked and not app.marks.marked
         assert "freed this session 1.5 GB" in status_text(app)
-        assert app.disk is not None and app.disk.free >= free_before  # sparse: may not move
+        assert app.disk is not None and app.disk.free == free_before + marked
         assert "Deleted 6 files" in notes(app)
 
 
 async def test_failing_file_stays_marked_with_error(
-        demo: DemoTree, service: CheckpointService, monkeypatch: object) -> None:
+    demo: DemoTree, service: CheckpointService, monkeypatch: object
+) -> None:
     # Tests may run as root, which ignores permission bits; so a PermissionError is injected
     # by patching os.unlink for one path (the deleter unlinks relative to a directory fd).
-    victim = (demo.root / "train_36766f85" / "checkpoints" / "checkpoint_4000" / "layer_14"
-              / "checkpoint.safetensors")
+    victim = (
+        demo.root
+        / "train_36766f85"
+        / "checkpoints"
+        / "checkpoint_4000"
+        / "layer_14"
+        / "checkpoint.safetensors"
+    )
     real_unlink = os.unlink
 
     def unlink(path: str, *, dir_fd: int | None = None) -> None:
@@ -222,7 +247,8 @@ async def test_failing_file_stays_marked_with_error(
 
 
 async def test_marks_survive_sort_filter_collapse_and_rescan(
-        demo: DemoTree, service: CheckpointService) -> None:
+    demo: DemoTree, service: CheckpointService
+) -> None:
     app = make_app(demo, service)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -255,8 +281,9 @@ async def test_marks_survive_sort_filter_collapse_and_rescan(
         assert app.model.sort.value == "step" and app.marks.marked == before
 
 
-async def test_read_only_mode_turns_deletion_off(demo: DemoTree,
-                                                 service: CheckpointService) -> None:
+async def test_read_only_mode_turns_deletion_off(
+    demo: DemoTree, service: CheckpointService
+) -> None:
     app = make_app(demo, service, read_only=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -269,8 +296,7 @@ async def test_read_only_mode_turns_deletion_off(demo: DemoTree,
         assert len(list((demo.root / "sae_gpt2_small_l8").rglob("*.safetensors"))) == 4
 
 
-async def test_help_screen_and_palette_commands(demo: DemoTree,
-                                                service: CheckpointService) -> None:
+async def test_help_screen_and_palette_commands(demo: DemoTree, service: CheckpointService) -> None:
     app = make_app(demo, service)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -286,8 +312,7 @@ async def test_help_screen_and_palette_commands(demo: DemoTree,
 
 
 async def test_escape_cancels_a_running_deletion(demo: DemoTree) -> None:
-    svc = await CheckpointService.open(str(demo.db_path),
-                                       protection=Protection(newest_step=False))
+    svc = await CheckpointService.open(str(demo.db_path), protection=Protection(newest_step=False))
     try:
         await svc.scan(str(demo.root))
         app = make_app(demo, svc)

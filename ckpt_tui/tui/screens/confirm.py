@@ -48,29 +48,43 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         f = self.facts
         what = fmt.count(f.steps, "step") + f" ({fmt.count(f.files, 'file')})"
-        lines = [Content.styled(f.title, "bold $error"), Content(""),
-                 Content.assemble(("   ", ""), (what, "bold"), " · frees ",
-                                  (fmt.size(f.bytes), "bold $success"))]
+        lines = [
+            Content.styled(f.title, "bold $error"),
+            Content(""),
+            Content.assemble(
+                ("   ", ""), (what, "bold"), " · frees ", (fmt.size(f.bytes), "bold $success")
+            ),
+        ]
         if f.partial_steps:
-            lines.append(Content.styled(
-                f"   {fmt.count(f.partial_steps, 'step')} will be left partial "
-                "(only some files marked)", "$warning"))
+            lines.append(
+                Content.styled(
+                    f"   {fmt.count(f.partial_steps, 'step')} will be left partial "
+                    "(only some files marked)",
+                    "$warning",
+                )
+            )
         if f.free_before is not None:
-            lines.append(Content.assemble(
-                "   free space ", (fmt.size(f.free_before), "bold"), " → ",
-                (fmt.size(f.free_before + f.bytes), "bold $success")))
+            lines.append(
+                Content.assemble(
+                    "   free space ",
+                    (fmt.size(f.free_before), "bold"),
+                    " → ",
+                    (fmt.size(f.free_before + f.bytes), "bold $success"),
+                )
+            )
         lines.append(Content(""))
         lines += [Content(f"   {p}") for p in f.paths[:FIRST_PATHS]]
         more = len(f.paths) - FIRST_PATHS
         if more > 0:
             lines.append(Content.styled(f"   … and {more:,} more", "$text-muted"))
         if f.protected:
-            lines += [Content(""), Content.styled(
-                f"   Not deleted ({len(f.protected)}):", "bold $warning")]
+            lines += [
+                Content(""),
+                Content.styled(f"   Not deleted ({len(f.protected)}):", "bold $warning"),
+            ]
             lines += [Content.styled(f"   {p}", "$warning") for p in f.protected[:4]]
             if len(f.protected) > 4:
-                lines.append(Content.styled(f"   … and {len(f.protected) - 4} more",
-                                            "$text-muted"))
+                lines.append(Content.styled(f"   … and {len(f.protected) - 4} more", "$text-muted"))
         with Vertical(id="confirm-box", classes="dialog"):
             yield Static(Content("\n").join(lines), id="confirm-text")
             with Horizontal(id="confirm-buttons"):

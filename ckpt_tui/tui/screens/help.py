@@ -33,10 +33,14 @@ class HelpScreen(ModalScreen[None]):
         rows += [Content.assemble((f"{k:<20}", "bold $secondary"), v) for k, v in KEYS]
         rows += [Content(""), Content.styled("glyphs", "bold $accent")]
         rows += [Content.assemble((f"{g:<20}", "bold"), v) for g, v in GLYPHS]
-        rows += [Content(""), Content.styled(
-            "Protected from deletion: pinned steps, the newest step of each training, files "
-            "modified in the last 2 minutes, files open in another process (asks twice).",
-            "$text-muted")]
+        rows += [
+            Content(""),
+            Content.styled(
+                "Protected from deletion: pinned steps, the newest step of each training, files "
+                "modified in the last 2 minutes, files open in another process (asks twice).",
+                "$text-muted",
+            ),
+        ]
         rows += [Content.styled("Esc / q / ? to close", "$text-muted")]
         with Vertical(id="help-box", classes="dialog"):
             yield Static(Content("\n").join(rows), id="help-text")

@@ -41,8 +41,12 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
     def compose(self) -> ComposeResult:
         scope = f"training {self.training}" if self.training else "all trainings"
         with Vertical(id="keep-box", classes="dialog"):
-            yield Static(Content.assemble(("Keep the newest N steps", "bold $accent"),
-                                          f" of {scope}; mark the rest"), id="keep-title")
+            yield Static(
+                Content.assemble(
+                    ("Keep the newest N steps", "bold $accent"), f" of {scope}; mark the rest"
+                ),
+                id="keep-title",
+            )
             with Horizontal(id="keep-row"):
                 yield Static("N =", id="keep-label")
                 yield Input(str(DEFAULT_KEEP), type="integer", id="keep-n")
@@ -73,7 +77,8 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
         if n is None:
             self.plan = None
             self.query_one("#keep-preview", Static).update(
-                Content.styled("N must be a whole number ≥ 1", "$error"))
+                Content.styled("N must be a whole number ≥ 1", "$error")
+            )
             return
         self._preview(n, self.query_one("#keep-all", Checkbox).value)
 
@@ -85,16 +90,23 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
             self.query_one("#keep-preview", Static).update(Content.styled(str(err), "$error"))
             return
         self.plan, self._plan_key = plan, (n, everything)
-        lines = [Content.assemble(
-            "would mark ", (fmt.count(len(plan.steps), "step"), "bold"),
-            f" ({fmt.count(plan.file_count, 'file')}) · ", (fmt.size(plan.bytes), "bold $success"),
-            f" · keeps {fmt.count(len(plan.keep), 'step')}")]
+        lines = [
+            Content.assemble(
+                "would mark ",
+                (fmt.count(len(plan.steps), "step"), "bold"),
+                f" ({fmt.count(plan.file_count, 'file')}) · ",
+                (fmt.size(plan.bytes), "bold $success"),
+                f" · keeps {fmt.count(len(plan.keep), 'step')}",
+            )
+        ]
         for s in plan.steps[:PREVIEW_STEPS]:
-            lines.append(Content(f"  {s.training}/{s.path.rsplit('/', 1)[-1]}  "
-                                 f"{fmt.size(s.size_bytes)}"))
+            lines.append(
+                Content(f"  {s.training}/{s.path.rsplit('/', 1)[-1]}  {fmt.size(s.size_bytes)}")
+            )
         if len(plan.steps) > PREVIEW_STEPS:
-            lines.append(Content.styled(f"  … and {len(plan.steps) - PREVIEW_STEPS:,} more",
-                                        "$text-muted"))
+            lines.append(
+                Content.styled(f"  … and {len(plan.steps) - PREVIEW_STEPS:,} more", "$text-muted")
+            )
         self.query_one("#keep-preview", Static).update(Content("\n").join(lines))
         if self._accept_when_ready:
             self._accept()

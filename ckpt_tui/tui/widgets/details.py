@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from textual.containers import VerticalScroll
 from textual.content import Content
-from textual.widgets import Static
+from textual.widget import Widget
 
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.model import Kind, Marks, Node
@@ -25,31 +24,37 @@ def _when(mtime_ns: int, now: float) -> str:
 
 
 def _kv(key: str, value: str | Content, style: str = "") -> Content:
-    return Content.assemble((f"{key:<10}", "$text-muted"), (value, style) if isinstance(
-        value, str) else value)
+    return Content.assemble(
+        (f"{key:<10}", "$text-muted"), (value, style) if isinstance(value, str) else value
+    )
 
 
-class DetailsPanel(VerticalScroll):
-    """Shows one node; the app feeds it and may add file details loaded from the index."""
+class DetailsPanel(Widget):
+    """Shows one node; the app feeds it and may add file details loaded from the index.
+
+    Renders its own content (no child widgets), so moving the cursor repaints this panel
+    without re-running the screen layout.
+    """
 
     def __init__(
-        self, *, now: Callable[[], float] = time.time, show_path: Callable[[str], str] = str,
+        self,
+        *,
+        now: Callable[[], float] = time.time,
+        show_path: Callable[[str], str] = str,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self._now = now
         self._show_path = show_path
-        self._body = Static("", id="details-body")
+        self._content = Content("")
 
-    def compose(self):  # type: ignore[no-untyped-def]
-        yield self._body
+    def render(self) -> Content:
+        return self._content
 
     def show(self, node: Node | None, marks: Marks, details: FileDetails | None = None) -> None:
-        if node is None:
-            self._body.update("")
-            return
-        lines = self._lines(node, marks, details)
-        self._body.update(Content("\n").join(lines))
+        lines = self._lines(node, marks, details) if node is not None else []
+        self._content = Content("\n").join(lines)
+        self.refresh()
 
     def _lines(self, node: Node, marks: Marks, details: FileDetails | None) -> list[Content]:
         now = self._now()
@@ -63,9 +68,18 @@ class DetailsPanel(VerticalScroll):
         state = marks.state(node)
         if state:
             n = len(marks.ids_of(node) & marks.marked)
-            out.append(_kv("marked", f"{fmt.count(n, 'file')}"
-                           + (" (partial: the step stays)" if state == 1 and
-                              node.kind == Kind.STEP else ""), "bold $warning"))
+            out.append(
+                _kv(
+                    "marked",
+                    f"{fmt.count(n, 'file')}"
+                    + (
+                        " (partial: the step stays)"
+                        if state == 1 and node.kind == Kind.STEP
+                        else ""
+                    ),
+                    "bold $warning",
+                )
+            )
         if isinstance(info, RootInfo):
             out.append(_kv("trainings", str(len(node.children or []))))
             out.append(_kv("files", f"{node.files:,}"))
@@ -100,8 +114,10 @@ class DetailsPanel(VerticalScroll):
         return out
 
     def _step(self, node: Node, info: StepInfo) -> list[Content]:
-        out = [_kv("step", f"{info.step:,}"),
-               _kv("files", f"{node.files} ({info.layer_count} layers)")]
+        out = [
+            _kv("step", f"{info.step:,}"),
+            _kv("files", f"{node.files} ({info.layer_count} layers)"),
+        ]
         if info.pinned:
             out.append(_kv("pinned", "yes: never marked or deleted (p to unpin)", "$accent"))
         for p in info.problems:
@@ -111,15 +127,15 @@ class DetailsPanel(VerticalScroll):
             for f in node.children[:MAX_FILES]:
                 assert isinstance(f.info, FileInfo)
                 err = f"  ✗ {f.info.error}" if f.info.error else ""
-                out.append(Content.assemble(f"  {f.name:<36} {fmt.size(f.size):>10}",
-                                            (err, "$error")))
+                out.append(
+                    Content.assemble(f"  {f.name[:28]:<28} {fmt.size(f.size):>10}", (err, "$error"))
+                )
             if len(node.children) > MAX_FILES:
                 out.append(Content(f"  … {len(node.children) - MAX_FILES} more"))
         return out
 
     def _file(self, info: FileInfo, details: FileDetails | None) -> list[Content]:
-        out = [_kv("status", info.status.value,
-                   "$success" if info.status == "ok" else "$warning")]
+        out = [_kv("status", info.status.value, "$success" if info.status == "ok" else "$warning")]
         if info.layer is not None:
             out.append(_kv("layer", f"{info.layer}" + (f" ({info.hook})" if info.hook else "")))
         if info.error:
@@ -147,6 +163,5 @@ def _tensors(tensors: Sequence[object]) -> list[Content]:
         name = getattr(t, "name", "")
         dtype = getattr(t, "dtype", "")
         shape = "×".join(str(d) for d in getattr(t, "shape", ()))
-        out.append(Content.assemble(f"  {name:<20} ", (f"{dtype:<5}", "$secondary"),
-                                    f" [{shape}]"))
+        out.append(Content.assemble(f"  {name:<20} ", (f"{dtype:<5}", "$secondary"), f" [{shape}]"))
     return out

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.content import Content
-from textual.widgets import Label, ProgressBar, Static
+from textual.widget import Widget
+from textual.widgets import Label, ProgressBar
 
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.types import DiskUsage
@@ -38,36 +39,59 @@ def disk_words(disk: DiskUsage) -> str:
     return f"{fmt.size(disk.free)} free of {fmt.size(disk.total)}"
 
 
-class StatusBar(Static):
-    """Three lines at the top: where, how much, how full the disk is, what is marked."""
+class StatusBar(Widget):
+    """Three lines at the top: where, how much, how full the disk is, what is marked.
+
+    A fixed-height widget that only repaints itself: updating it never re-runs layout.
+    """
+
+    _content: Content = Content("")
+
+    def render(self) -> Content:
+        return self._content
 
     def show(self, f: StatusFacts) -> None:
         line1 = Content.assemble(
-            ("ckpt-tui ", "bold $accent"), (f.root, "bold"),
-            ("   indexed ", "$text-muted"), fmt.size(f.indexed_bytes),
-            (f" in {fmt.count(f.indexed_files, 'file')} · "
-             f"{fmt.count(f.trainings, 'training')}", "$text-muted"),
+            ("ckpt-tui ", "bold $accent"),
+            (f.root, "bold"),
+            ("   indexed ", "$text-muted"),
+            fmt.size(f.indexed_bytes),
+            (
+                f" in {fmt.count(f.indexed_files, 'file')} · {fmt.count(f.trainings, 'training')}",
+                "$text-muted",
+            ),
             ("   READ-ONLY: deletion is off" if f.read_only else "", "bold $warning"),
         )
         if f.disk is not None and f.disk.total > 0:
             used = 1 - f.disk.free / f.disk.total
             line2 = Content.assemble(
-                ("disk ", "$text-muted"), (fmt.bar(used, DISK_BAR_W), "$primary on $panel"),
-                " ", (disk_words(f.disk), "bold"), (f"  ({used:.0%} used)", "$text-muted"),
+                ("disk ", "$text-muted"),
+                (fmt.bar(used, DISK_BAR_W), "$primary on $panel"),
+                " ",
+                (disk_words(f.disk), "bold"),
+                (f"  ({used:.0%} used)", "$text-muted"),
             )
         else:
             line2 = Content.styled("disk usage unknown", "$text-muted")
-        marked = (f"{fmt.count(f.marked_steps, 'step')} · {fmt.count(f.marked_files, 'file')} "
-                  f"· {fmt.size(f.marked_bytes)}" if f.marked_files else "nothing")
+        marked = (
+            f"{fmt.count(f.marked_steps, 'step')} · {fmt.count(f.marked_files, 'file')} "
+            f"· {fmt.size(f.marked_bytes)}"
+            if f.marked_files
+            else "nothing"
+        )
         line3 = Content.assemble(
-            ("marked ", "$text-muted"), (marked, "bold $warning" if f.marked_files else ""),
-            ("   freed this session ", "$text-muted"), (fmt.size(f.freed), "bold $success"),
-            ("   sort ", "$text-muted"), f.sort,
+            ("marked ", "$text-muted"),
+            (marked, "bold $warning" if f.marked_files else ""),
+            ("   freed this session ", "$text-muted"),
+            (fmt.size(f.freed), "bold $success"),
+            ("   sort ", "$text-muted"),
+            f.sort,
             ("   filter ", "$text-muted") if f.filter else "",
             (f.filter, "bold") if f.filter else "",
             ("   " + f.note, "$text-muted") if f.note else "",
         )
-        self.update(Content("\n").join([line1, line2, line3]))
+        self._content = Content("\n").join([line1, line2, line3])
+        self.refresh()
 
 
 class ProgressPanel(Horizontal):

@@ -47,9 +47,18 @@ class CheckpointTree(ScrollView, can_focus=True):
     ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "ckpt-tree--cursor", "ckpt-tree--marked", "ckpt-tree--partial", "ckpt-tree--pinned",
-        "ckpt-tree--warning", "ckpt-tree--error", "ckpt-tree--dim", "ckpt-tree--bar",
-        "ckpt-tree--root", "ckpt-tree--training", "ckpt-tree--step", "ckpt-tree--file",
+        "ckpt-tree--cursor",
+        "ckpt-tree--marked",
+        "ckpt-tree--partial",
+        "ckpt-tree--pinned",
+        "ckpt-tree--warning",
+        "ckpt-tree--error",
+        "ckpt-tree--dim",
+        "ckpt-tree--bar",
+        "ckpt-tree--root",
+        "ckpt-tree--training",
+        "ckpt-tree--step",
+        "ckpt-tree--file",
     }
 
     cursor: reactive[int] = reactive(0, always_update=True, repaint=False)
@@ -69,7 +78,11 @@ class CheckpointTree(ScrollView, can_focus=True):
             self.node = node
 
     def __init__(
-        self, model: TreeModel, marks: Marks, *, now: Callable[[], float] = time.time,
+        self,
+        model: TreeModel,
+        marks: Marks,
+        *,
+        now: Callable[[], float] = time.time,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
@@ -77,6 +90,9 @@ class CheckpointTree(ScrollView, can_focus=True):
         self.marks = marks
         self._now = now
         self._last_highlighted: Node | None = None
+        # Called synchronously on a cursor move, so the details repaint in the same frame
+        # (a message would land one or two frames later).
+        self.on_highlight: Callable[[Node], None] | None = None
 
     # model changes ----------------------------------------------------------------------
 
@@ -112,7 +128,10 @@ class CheckpointTree(ScrollView, can_focus=True):
         node = self.node
         if node is not None and node is not self._last_highlighted:
             self._last_highlighted = node
-            self.post_message(self.Highlighted(node))
+            if self.on_highlight is not None:
+                self.on_highlight(node)
+            else:
+                self.post_message(self.Highlighted(node))
 
     def _refresh_row(self, row: int) -> None:
         y = row - self.scroll_offset.y
@@ -208,9 +227,13 @@ class CheckpointTree(ScrollView, can_focus=True):
 
     def _segments(self, node: Node, width: int, base: Style) -> list[Segment]:
         state = self.marks.state(node)
-        mark_style = (self._style("marked") if state == MarkState.ALL
-                      else self._style("partial") if state == MarkState.PARTIAL
-                      else self._style("dim"))
+        mark_style = (
+            self._style("marked")
+            if state == MarkState.ALL
+            else self._style("partial")
+            if state == MarkState.PARTIAL
+            else self._style("dim")
+        )
         info = node.info
         pinned = isinstance(info, StepInfo) and info.pinned
         flag, flag_style = self._flag(node)
