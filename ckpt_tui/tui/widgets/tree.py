@@ -248,7 +248,7 @@ class CheckpointTree(ScrollView, can_focus=True):
         if state == MarkState.ALL:
             name_style += self._style("marked")
         segs = [
-            Segment(" "),
+            Segment(" ", base),
             Segment(MARK_GLYPH[state], base + mark_style),
             Segment("⚑" if pinned else " ", base + self._style("pinned")),
             Segment(" " + indent + arrow, base + self._style("dim")),
@@ -258,7 +258,7 @@ class CheckpointTree(ScrollView, can_focus=True):
         if flag:
             segs.append(Segment(" " + flag, base + flag_style))
             used += len(flag) + 1
-        segs.append(Segment(" " * max(1, left_w + 4 - used)))
+        segs.append(Segment(" " * max(1, left_w + 4 - used), base))
         parent = node.parent
         share = node.size / parent.size if parent is not None and parent.size > 0 else 1.0
         segs += [
