@@ -41,7 +41,9 @@ from ckpt_tui.types import (
 
 log = logging.getLogger(__name__)
 
-BATCH_FILES = 1000  # files claimed per transaction
+FLUSH_SECONDS = 0.05  # progress is handed from the deleting thread to the loop this often
+FIRST_BATCH_FILES = 64  # files claimed by the first transaction of a run
+BATCH_FILES = 4000  # at most this many files claimed per transaction
 CHUNK = 500  # ids per IN (...) clause
 REFUSED = "refused: the index row is not a valid path inside the root"
 
@@ -98,7 +100,7 @@ class Deleter:
         root = await self._root_handle(plan.root_id, plan.root)
         async with deletion_claim(self.db):
             with deletion_lock(self.db):
-                busy = {} if allow_open else open_files()
+                busy = {} if allow_open else await asyncio.to_thread(open_files)
                 for batch in _batches(plan.steps):
                     if cancel.is_set():
                         break
@@ -137,13 +139,13 @@ class Deleter:
             async with self.db.sessions() as session, session.begin():
                 for i in range(0, len(file_ids), CHUNK):
                     chunk = file_ids[i:i + CHUNK]
-                    q = select(FileRow.id).where(FileRow.id.in_(chunk),
-                                                 FileRow.state == RowState.ACTIVE.value)
-                    ids = list((await session.execute(q)).scalars())
-                    if ids:
-                        await session.execute(update(FileRow).where(FileRow.id.in_(ids))
-                                              .values(state=RowState.DELETING.value))
-                    claimed.update(ids)
+                    q = (
+                        update(FileRow)
+                        .where(FileRow.id.in_(chunk), FileRow.state == RowState.ACTIVE.value)
+                        .values(state=RowState.DELETING.value)
+                        .returning(FileRow.id)
+                    )
+                    claimed.update((await session.execute(q)).scalars())
         except (DBAPIError, SQLAlchemyError) as exc:
             if is_locked_error(exc):
                 raise IndexBusy(f"index {self.db.display} is locked; nothing was deleted") from None
@@ -161,6 +163,7 @@ class Deleter:
         on_progress: ProgressFn | None,
         cancel: threading.Event,
     ) -> str | None:
+        """Unlink one claimed batch in a thread, then finish it in the index."""
         loop = asyncio.get_running_loop()
         step_of = {f.file_id: s.step_id for s in batch for f in s.files}
         dev = root.dev
@@ -191,21 +194,44 @@ class Deleter:
                 on_progress(DeleteProgress(item, len(run.results), run.total_files, run.freed,
                                            run.total_bytes, dirs, steps))
 
+        # The thread hands results to the loop in bundles, at most every FLUSH_SECONDS: one
+        # wake-up per file would cost as much as the unlinks themselves (GIL ping-pong).
+        pending: list[tuple[ItemResult | None, list[str], int | None]] = []
+        last_flush = [time.monotonic()]
+
+        def deliver(events: list[tuple[ItemResult | None, list[str], int | None]]) -> None:
+            for item, removed, gone_step in events:
+                if item is not None:
+                    _record(run, item, report)
+                else:
+                    _record_dirs(run, removed, gone_step, report)
+
+        def flush(force: bool = False) -> None:
+            now = time.monotonic()
+            if pending and (force or now - last_flush[0] >= FLUSH_SECONDS):
+                events = pending[:]
+                pending.clear()
+                last_flush[0] = now
+                loop.call_soon_threadsafe(deliver, events)
+
         def on_file(o: fs.FileOutcome) -> None:
             item = ItemResult(o.file.file_id, step_of[o.file.file_id], _abs(root.path, o.file),
                               o.outcome, o.freed_bytes, o.error)
             batch_results.append(item)
-            loop.call_soon_threadsafe(_record, run, item, report)
+            pending.append((item, [], None))
+            flush()
 
         step_by_parts = {s.relparts: s.step_id for s in batch}
 
         def on_dirs(step_parts: tuple[str, ...], removed: list[str]) -> None:
             step_path = os.path.join(root.path, *step_parts)
-            gone_step = step_path in removed
             sid = step_by_parts[step_parts]
-            loop.call_soon_threadsafe(_record_dirs, run, removed, sid if gone_step else None,
-                                      report)
+            if step_path in removed:
+                removed_steps.add(sid)
+            pending.append((None, removed, sid if step_path in removed else None))
+            flush()
 
+        removed_steps: set[int] = set()
         stopped: str | None = None
         try:
             await asyncio.to_thread(fs.delete_steps, root, work, on_file, on_dirs, cancel.is_set)
@@ -214,13 +240,15 @@ class Deleter:
             log.error("deletion %s", stopped)
         except RootError as err:
             stopped = str(err)
-        await asyncio.sleep(0)  # let the thread's last callbacks run
-        await self._finish(root, batch, batch_results, claimed)
+        deliver(pending)  # what the thread had not handed over yet, in order
+        pending.clear()
+        await asyncio.sleep(0)  # and let its last bundle run
+        await self._finish(root, batch, batch_results, claimed, removed_steps)
         return stopped
 
     async def _finish(
         self, root: fs.RootHandle, batch: list[PlannedStep], results: list[ItemResult],
-        claimed: set[int],
+        claimed: set[int], removed_steps: set[int] | None = None,
     ) -> None:
         """One transaction: drop rows of what went, keep (with the error) rows of what did not."""
         gone = [r.file_id for r in results if r.outcome in (Outcome.DELETED, Outcome.ALREADY_GONE)]
@@ -237,10 +265,11 @@ class Deleter:
             for i in range(0, len(ids), CHUNK):
                 await session.execute(update(FileRow).where(FileRow.id.in_(ids[i:i + CHUNK]))
                                       .values(state=RowState.ACTIVE.value))
-            await self._drop_vanished_steps(session, root, [s.step_id for s in batch])
+            await self._drop_vanished_steps(session, root, [s.step_id for s in batch],
+                                            removed_steps or set())
 
     async def _drop_vanished_steps(self, session: object, root: fs.RootHandle,
-                                   step_ids: list[int]) -> None:
+                                   step_ids: list[int], removed: set[int]) -> None:
         """Drop step rows with no files whose directory is gone; then trainings with no steps."""
         from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -248,7 +277,8 @@ class Deleter:
         has_files = exists().where(FileRow.step_id == Step.id)
         q = select(Step.id, Step.relpath, Step.training_id).where(Step.id.in_(step_ids), ~has_files)
         empty = (await session.execute(q)).all()
-        drop = [sid for sid, rel, _ in empty if not _dir_exists(root, rel)]
+        # a step directory this run removed is gone; only the others need a look on disk
+        drop = [sid for sid, rel, _ in empty if sid in removed or not _dir_exists(root, rel)]
         if drop:
             await session.execute(delete(Step).where(Step.id.in_(drop)))
             tids = {tid for sid, _, tid in empty if sid in drop}
@@ -350,10 +380,14 @@ def _planned_from_row(r: tuple[object, ...]) -> PlannedFile | None:
 
 def _malformed(f: PlannedFile) -> bool:
     """A plan entry whose fields are not what the deleter needs to act on it safely."""
-    numbers = (f.file_id, f.size_bytes, f.disk_bytes, f.inode, f.mtime_ns, f.nlink)
-    return (not all(_is_int(v) for v in numbers)
-            or not isinstance(f.relparts, tuple) or not f.relparts
-            or not all(isinstance(p, str) and layout.is_safe_component(p) for p in f.relparts))
+    for v in (f.file_id, f.size_bytes, f.disk_bytes, f.inode, f.mtime_ns, f.nlink):
+        if type(v) is not int:  # exact type: bools and int subclasses are refused too
+            return True
+    parts = f.relparts
+    if type(parts) is not tuple or not parts:
+        return True
+    return layout.split_relpath("/".join(parts)) != parts if all(
+        type(p) is str for p in parts) else True
 
 
 def _record(run: _Run, item: ItemResult,
@@ -405,14 +439,17 @@ def _dir_exists(root: fs.RootHandle, relpath: str) -> bool:
 
 
 def _batches(steps: tuple[PlannedStep, ...]) -> Iterator[list[PlannedStep]]:
-    """Whole steps per batch, about BATCH_FILES files each."""
+    """Whole steps per batch: small at first (the first rows vanish at once), then doubling
+    up to BATCH_FILES, so a large run costs few durable commits."""
     batch: list[PlannedStep] = []
     n = 0
+    size = FIRST_BATCH_FILES
     for s in steps:
         batch.append(s)
         n += len(s.files)
-        if n >= BATCH_FILES:
+        if n >= size:
             yield batch
             batch, n = [], 0
+            size = min(size * 2, BATCH_FILES)
     if batch:
         yield batch

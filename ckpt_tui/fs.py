@@ -120,6 +120,9 @@ class StepDeletion:
     step_parts: tuple[str, ...]
     _fds: dict[tuple[str, ...], int] = field(default_factory=dict)
     _touched: set[tuple[str, ...]] = field(default_factory=set)
+    # fds of directories above the step (training, checkpoints/), shared by the steps of a
+    # run so each is opened once; owned and closed by the caller.
+    ancestors: dict[tuple[str, ...], int] = field(default_factory=dict)
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -130,10 +133,11 @@ class StepDeletion:
         """fd of a directory given components from the root, opened one level at a time."""
         if not parts:
             return self.root_fd
-        fd = self._fds.get(parts)
+        cache = self.ancestors if len(parts) < len(self.step_parts) else self._fds
+        fd = cache.get(parts)
         if fd is None:
             fd = open_dir_at(self._dir(parts[:-1]), parts[-1], self.root.dev)
-            self._fds[parts] = fd
+            cache[parts] = fd
         return fd
 
     def _path(self, parts: tuple[str, ...]) -> str:
@@ -153,13 +157,17 @@ class StepDeletion:
             if err.errno in STOP_ERRNOS:
                 raise StopBatch(path, err) from err
             if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                return FileOutcome(planned, Outcome.FAILED, error="a directory on its path "
-                                   "is now a symlink or not a directory; refused")
+                return FileOutcome(
+                    planned,
+                    Outcome.FAILED,
+                    error="a directory on its path is now a symlink or not a directory; refused",
+                )
             return FileOutcome(planned, Outcome.FAILED, error=describe_oserror(err))
         expect_type = stat.S_ISLNK if planned.is_symlink else stat.S_ISREG
         if not expect_type(st.st_mode):
-            return FileOutcome(planned, Outcome.CHANGED,
-                               error="changed type since the scan; left alone")
+            return FileOutcome(
+                planned, Outcome.CHANGED, error="changed type since the scan; left alone"
+            )
         size = 0 if planned.is_symlink else st.st_size
         if (st.st_ino, size, st.st_mtime_ns) != (
             planned.inode,
@@ -196,8 +204,7 @@ class StepDeletion:
                 parts = parts[:-1]
         gone: set[tuple[str, ...]] = set()
         for parts in sorted(candidates, key=len, reverse=True):
-            if any(c[: len(parts)] == parts and c != parts and c not in gone
-                   for c in candidates):
+            if any(c[: len(parts)] == parts and c != parts and c not in gone for c in candidates):
                 continue  # a child directory stayed, so this one is not empty
             fd = self._fds.pop(parts, None)
             if fd is not None:
@@ -212,8 +219,9 @@ class StepDeletion:
                 if err.errno == errno.ENOENT:
                     gone.add(parts)  # already removed (e.g. by a run that was interrupted)
                 elif err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
-                    log.warning("cannot remove directory %s: %s", self._path(parts),
-                                describe_oserror(err))
+                    log.warning(
+                        "cannot remove directory %s: %s", self._path(parts), describe_oserror(err)
+                    )
                 continue
             gone.add(parts)
             path = self._path(parts)
@@ -222,6 +230,16 @@ class StepDeletion:
             removed.append(path)
         self._touched.clear()
         return removed
+
+
+@contextmanager
+def _closing(fds: dict[tuple[str, ...], int]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+        fds.clear()
 
 
 def delete_steps(
@@ -235,9 +253,10 @@ def delete_steps(
 
     Raises StopBatch on a filesystem-wide failure; stops between files when ``should_stop``.
     """
-    with open_root(root) as root_fd:
+    ancestors: dict[tuple[str, ...], int] = {}
+    with open_root(root) as root_fd, _closing(ancestors):
         for step_parts, files in work:
-            deletion = StepDeletion(root_fd, root, step_parts)
+            deletion = StepDeletion(root_fd, root, step_parts, ancestors=ancestors)
             try:
                 try:
                     for planned in files:

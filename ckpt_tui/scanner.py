@@ -358,10 +358,13 @@ class Scanner:
         return len(gone_files)
 
 
-def _same_json(stored: str | None, value: Any) -> bool:
-    """Stored JSON text (None or "null" when empty) against a value; empty == empty."""
+def _same_json(stored: Any, value: Any) -> bool:
+    """Stored JSON (text on SQLite, already decoded by asyncpg on PostgreSQL; None or "null"
+    when empty) against a value; empty == empty."""
     if stored is None or stored == "null":
         return value is None
+    if not isinstance(stored, str):
+        return bool((stored or None) == value)
     try:
         decoded = json.loads(stored)
     except ValueError:
