@@ -44,6 +44,7 @@ from ckpt_tui.types import (
 
 log = logging.getLogger(__name__)
 
+STEPS_CHUNK = 500  # trainings per steps query
 BAD_STATUSES = (FileStatus.TRUNCATED, FileStatus.CORRUPT, FileStatus.UNSUPPORTED)
 
 
@@ -211,17 +212,32 @@ class CheckpointService:
 
     async def steps(self, training_id: int) -> list[StepInfo]:
         """Steps of one training, ascending by step number, with completeness flags."""
-        async with self.db.sessions() as session:
-            return await self._steps(session, training_id)
+        return (await self.steps_of([training_id])).get(training_id, [])
 
-    async def _steps(self, session: AsyncSession, training_id: int) -> list[StepInfo]:
-        t = await session.get(Training, training_id)
-        if t is None:
-            return []
-        root = await session.get(Root, t.root_id)
-        root_path = root.path if root else ""
+    async def steps_of(self, training_ids: Iterable[int]) -> dict[int, list[StepInfo]]:
+        """Steps of several trainings in one query (marking a whole root loads them all)."""
+        ids = sorted(set(training_ids))
+        out: dict[int, list[StepInfo]] = {}
+        async with self.db.sessions() as session:
+            for i in range(0, len(ids), STEPS_CHUNK):
+                out.update(await self._steps(session, ids[i : i + STEPS_CHUNK]))
+        return out
+
+    async def _steps(
+        self, session: AsyncSession, training_ids: list[int]
+    ) -> dict[int, list[StepInfo]]:
+        roots = dict(
+            (
+                await session.execute(
+                    select(Training.id, Root.path)
+                    .join(Root, Root.id == Training.root_id)
+                    .where(Training.id.in_(training_ids))
+                )
+            ).all()
+        )
         q = (
             select(
+                Step.training_id,
                 Step.id,
                 Step.step,
                 Step.dirname,
@@ -245,62 +261,14 @@ class CheckpointService:
                 func.sum(FileRow.relpath.like("%.tmp%").cast(_Int)),
             )
             .join(FileRow, FileRow.step_id == Step.id, isouter=True)
-            .where(Step.training_id == training_id)
+            .where(Step.training_id.in_(training_ids))
             .group_by(Step.id)
-            .order_by(Step.step, Step.relpath)
+            .order_by(Step.training_id, Step.step, Step.relpath)
         )
-        rows = (await session.execute(q)).all()
-        most_layers = max((r[9] for r in rows), default=0)
-        out = []
-        for (
-            sid,
-            step,
-            dirname,
-            rel,
-            pinned,
-            unit,
-            scan_problems,
-            config,
-            nfiles,
-            layers,
-            size,
-            disk,
-            mtime,
-            bad,
-            errs,
-            tmp,
-        ) in rows:
-            problems = list(scan_problems or [])
-            if layers < most_layers:
-                problems.append(f"{layers} of {most_layers} layers")
-            if bad:
-                problems.append(f"{bad} file(s) not valid safetensors")
-            if errs:
-                problems.append(f"{errs} file(s) failed to delete")
-            if tmp:
-                problems.append("stray temporary file")
-            if nfiles == 0:
-                problems.append("no files")
-            out.append(
-                StepInfo(
-                    id=sid,
-                    training_id=training_id,
-                    step=step,
-                    dirname=dirname,
-                    path=_join(root_path, rel),
-                    file_count=nfiles,
-                    layer_count=layers,
-                    size_bytes=int(size),
-                    disk_bytes=int(disk),
-                    mtime_ns=int(mtime),
-                    pinned=bool(pinned),
-                    incomplete=bool(problems),
-                    problems=tuple(problems),
-                    unit=unit,
-                    config=tuple((config or {}).items()),
-                )
-            )
-        return out
+        grouped: dict[int, list[Any]] = {tid: [] for tid in roots}
+        for row in (await session.execute(q)).all():
+            grouped.setdefault(row[0], []).append(row)
+        return {tid: _step_infos(tid, roots.get(tid, ""), rows) for tid, rows in grouped.items()}
 
     async def files(self, step_id: int) -> list[FileInfo]:
         """Files of one step, layer order first, then path."""
@@ -465,6 +433,63 @@ class CheckpointService:
             select(Root.path).join(Training).where(Training.id == step.training_id)
         )
         return path or ""
+
+
+def _step_infos(training_id: int, root_path: str, rows: list[Any]) -> list[StepInfo]:
+    """StepInfo rows of one training; a step with fewer layers than its fullest sibling is
+    flagged incomplete."""
+    most_layers = max((r[10] for r in rows), default=0)
+    out = []
+    for (
+        _tid,
+        sid,
+        step,
+        dirname,
+        rel,
+        pinned,
+        unit,
+        scan_problems,
+        config,
+        nfiles,
+        layers,
+        size,
+        disk,
+        mtime,
+        bad,
+        errs,
+        tmp,
+    ) in rows:
+        problems = list(scan_problems or [])
+        if layers < most_layers:
+            problems.append(f"{layers} of {most_layers} layers")
+        if bad:
+            problems.append(f"{bad} file(s) not valid safetensors")
+        if errs:
+            problems.append(f"{errs} file(s) failed to delete")
+        if tmp:
+            problems.append("stray temporary file")
+        if nfiles == 0:
+            problems.append("no files")
+        out.append(
+            StepInfo(
+                id=sid,
+                training_id=training_id,
+                step=step,
+                dirname=dirname,
+                path=_join(root_path, rel),
+                file_count=nfiles,
+                layer_count=layers,
+                size_bytes=int(size),
+                disk_bytes=int(disk),
+                mtime_ns=int(mtime),
+                pinned=bool(pinned),
+                incomplete=bool(problems),
+                problems=tuple(problems),
+                unit=unit,
+                config=tuple((config or {}).items()),
+            )
+        )
+    return out
 
 
 def _join(root: str, rel: str) -> str:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -90,6 +91,7 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         self.root_path = root
         self.root_dir = root  # normalised by the service once the root is registered
         self._cursor_placed = False
+        self.marks_ready = asyncio.Event()  # set once the file map behind marks is loaded
         self.db_url = db
         self.read_only = read_only
         self.svc: CheckpointService | None = service
@@ -180,7 +182,6 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         cursor = self.ckpt_tree.node
         key = cursor.key if cursor is not None else None
         self.model.set_trainings(await svc.trainings(root_id))
-        self.marks.load(await svc.file_map(root_id))
         for t in list(self.model.trainings):
             if t.children is not None:
                 self.model.set_steps(t, await svc.steps(t.id))
@@ -195,12 +196,22 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
             self.ckpt_tree.cursor = i
         self.ckpt_tree.rows_changed()
         self.refresh_status()
+        # The file map (every file's id and size, for marks) comes after the rows are on
+        # screen: with 100k files it is most of the start-up time. Marking waits for it.
+        self.marks.load(await svc.file_map(root_id))
+        self.marks_ready.set()
+        self.ckpt_tree.refresh()
+        self.refresh_status()
         self.update_details()
 
     async def ensure_steps(self, trainings: Iterable[Node]) -> None:
-        for t in trainings:
-            if t.children is None:
-                self.model.set_steps(t, await self.service.steps(t.id))
+        """Load the steps of trainings not expanded yet, all in one query."""
+        todo = [t for t in trainings if t.children is None]
+        if todo:
+            found = await self.service.steps_of(t.id for t in todo)
+            for t in todo:
+                if t.children is None:
+                    self.model.set_steps(t, found.get(t.id, []))
 
     @on(CheckpointTree.ExpandRequested)
     def _expand_requested(self, event: CheckpointTree.ExpandRequested) -> None:

@@ -61,6 +61,7 @@ class DeleteMixin(App[int]):
         self._freed_before = 0
         self._started = 0.0
         self.last_result: ExecuteResult | None = None
+        self._plans: dict[int, Plan | None] = {}  # confirm dialog -> its checked plan
 
     def action_delete(self) -> None:
         if self.read_only:
@@ -79,22 +80,51 @@ class DeleteMixin(App[int]):
                 severity="warning",
             )
             return
-        spawn(self, self._plan_and_confirm, ids, group="plan", exclusive=True)
+        # The dialog opens at once with the marks' figures; the plan (every file checked
+        # against the index and live-writer protection) replaces them when it is ready, and
+        # only then does y confirm: the bytes promised are the plan's.
+        screen = ConfirmScreen(self.pending_facts(ids))
+        self.push_screen(screen, partial(self._answered, screen, ids))
+        spawn(self, self._plan_for, screen, ids, group="plan", exclusive=True)
 
-    async def _plan_and_confirm(self, ids: set[int]) -> None:
-        root_id = self.model.root.id
+    def pending_facts(self, ids: set[int]) -> ConfirmFacts:
+        files = self.marks.files
+        disk = getattr(self, "disk", None)
+        return ConfirmFacts(
+            title="Delete these checkpoints?",
+            steps=len({files[i].step_id for i in ids if i in files}),
+            partial_steps=0,
+            files=len(ids),
+            bytes=sum(files[i].size_bytes for i in ids if i in files),
+            free_before=disk.free if disk is not None else None,
+            paths=(),
+            pending=True,
+        )
+
+    async def _plan_for(self, screen: ConfirmScreen, ids: set[int]) -> None:
         try:
-            plan = await self.service.plan_files(root_id, ids)
+            plan = await self.service.plan_files(self.model.root.id, ids)
         except CkptError as err:
+            self._plans[id(screen)] = None
+            screen.dismiss(False)
             self.notify(str(err), title="Cannot plan the deletion", severity="error")
             return
+        self._plans[id(screen)] = plan
         if plan.empty:
+            screen.dismiss(False)
             reasons = sorted({p.reason for p in plan.protected})
             self.notify("Nothing can be deleted: " + "; ".join(reasons[:3]), severity="warning")
             return
-        self.push_screen(
-            ConfirmScreen(self.confirm_facts(plan)), partial(self._confirmed, plan, ids)
-        )
+        if screen.is_attached:
+            screen.show(self.confirm_facts(plan))
+
+    def _answered(self, screen: ConfirmScreen, ids: set[int], yes: bool | None) -> None:
+        plan = self._plans.pop(id(screen), None)
+        if plan is None or plan.empty:
+            if not yes and plan is None and screen.facts.pending:
+                self.notify("Cancelled: nothing was deleted", timeout=2)
+            return
+        self._confirmed(plan, ids, yes)
 
     def _confirmed(self, plan: Plan, ids: set[int], yes: bool | None) -> None:
         if not yes:

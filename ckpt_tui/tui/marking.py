@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ class MarkMixin(App[int]):
 
     model: TreeModel
     marks: Marks
+    marks_ready: asyncio.Event
 
     if TYPE_CHECKING:
 
@@ -66,6 +68,9 @@ class MarkMixin(App[int]):
         node = self.ckpt_tree.node
         if node is None:
             return
+        if not self.marks_ready.is_set():
+            spawn(self, self._toggle_when_ready, node, group="mark")
+            return
         step = _step_of(node)
         if step is not None and isinstance(step.info, StepInfo) and step.info.pinned:
             self.notify(
@@ -89,7 +94,13 @@ class MarkMixin(App[int]):
         else:
             self.marks.mark(ids)
 
+    async def _toggle_when_ready(self, node: Node) -> None:
+        await self.marks_ready.wait()
+        if self.ckpt_tree.node is node:
+            self.action_toggle_mark()
+
     async def _toggle_group(self, node: Node) -> None:
+        await self.marks_ready.wait()
         trainings = self.model.trainings if node.kind == Kind.ROOT else [node]
         await self.ensure_steps(trainings)
         pinned = self.pinned_ids(trainings)

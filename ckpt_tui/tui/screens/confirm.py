@@ -30,6 +30,7 @@ class ConfirmFacts:
     paths: tuple[str, ...]
     protected: tuple[str, ...] = ()
     action: str = "Delete"
+    pending: bool = False  # figures from the marks while the plan is being checked
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -46,7 +47,25 @@ class ConfirmScreen(ModalScreen[bool]):
         self.facts = facts
 
     def compose(self) -> ComposeResult:
-        f = self.facts
+        with Vertical(id="confirm-box", classes="dialog"):
+            yield Static(self._text(self.facts), id="confirm-text")
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Cancel  (n)", id="cancel", variant="primary")
+                yield Button(
+                    f"{self.facts.action}  (y)",
+                    id="confirm",
+                    variant="error",
+                    disabled=self.facts.pending,
+                )
+
+    def show(self, facts: ConfirmFacts) -> None:
+        """Replace the figures (the plan has been checked): y now confirms."""
+        self.facts = facts
+        self.query_one("#confirm-text", Static).update(self._text(facts))
+        self.query_one("#confirm", Button).disabled = facts.pending
+
+    @staticmethod
+    def _text(f: ConfirmFacts) -> Content:
         what = fmt.count(f.steps, "step") + f" ({fmt.count(f.files, 'file')})"
         lines = [
             Content.styled(f.title, "bold $error"),
@@ -73,6 +92,13 @@ class ConfirmScreen(ModalScreen[bool]):
                 )
             )
         lines.append(Content(""))
+        if f.pending:
+            lines.append(
+                Content.styled(
+                    "   Checking each file against the index and live-writer protection…",
+                    "$text-muted",
+                )
+            )
         lines += [Content(f"   {p}") for p in f.paths[:FIRST_PATHS]]
         more = len(f.paths) - FIRST_PATHS
         if more > 0:
@@ -85,11 +111,7 @@ class ConfirmScreen(ModalScreen[bool]):
             lines += [Content.styled(f"   {p}", "$warning") for p in f.protected[:4]]
             if len(f.protected) > 4:
                 lines.append(Content.styled(f"   … and {len(f.protected) - 4} more", "$text-muted"))
-        with Vertical(id="confirm-box", classes="dialog"):
-            yield Static(Content("\n").join(lines), id="confirm-text")
-            with Horizontal(id="confirm-buttons"):
-                yield Button("Cancel  (n)", id="cancel", variant="primary")
-                yield Button(f"{f.action}  (y)", id="confirm", variant="error")
+        return Content("\n").join(lines)
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
@@ -98,6 +120,9 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(event.button.id == "confirm")
 
     def action_choose(self, yes: bool) -> None:
+        if yes and self.facts.pending:
+            self.notify("Still checking the plan; y works in a moment", timeout=2)
+            return
         self.dismiss(yes)
 
     def action_switch(self) -> None:
