@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from textual.app import App
 
 from ckpt_tui.errors import CkptError
+from ckpt_tui.retention import Rules
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.model import Kind, Marks, MarkState, Node, TreeModel
 from ckpt_tui.tui.screens.keep import KeepNewestScreen
@@ -166,9 +167,9 @@ class MarkMixin(App[int]):
         name = training.name if training is not None else None
         root_id = self.model.root.id
 
-        async def preview(n: int, everything: bool) -> Plan:
+        async def preview(rules: Rules, everything: bool) -> Plan:
             names = None if everything or name is None else [name]
-            return await self.service.plan_retention(root_id, n, names)
+            return await self.service.plan_retention(root_id, rules.keep, names, rules=rules)
 
         self.push_screen(KeepNewestScreen(name, preview), self._keep_chosen)
 

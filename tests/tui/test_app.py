@@ -113,6 +113,41 @@ async def test_keep_newest_n_previews_then_marks(
         assert not any(app.marks.step_marked[sid] for sid in kept)
 
 
+async def test_keep_dialog_rules_show_reasons_and_keep_more(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    """The keep dialog offers the CLI's rules: every K adds kept steps, each with its reason."""
+    app = make_app(demo, service)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await goto(app, pilot, "train_36766f85")
+        await pilot.press("K")
+        await settle(app, pilot)
+        await pilot.press("backspace", "1")
+        app.screen.query_one("#keep-every").focus()
+        await pilot.press(*"10000")
+        await settle(app, pilot)
+        preview = str(app.screen.query_one("#keep-preview").render())
+        assert "keep train_36766f85/checkpoint_10000: every 10000" in preview
+        app.screen.query_one("#keep-best").focus()
+        await pilot.press(*"avg_loss:sideways")
+        await settle(app, pilot)
+        assert "not a rule" in str(app.screen.query_one("#keep-preview").render())
+        for _ in "sideways":
+            await pilot.press("backspace")
+        await pilot.press(*"min")
+        await settle(app, pilot)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        steps = await service.steps(app.model.trainings[2].id)
+        by_number = {s.step: s.id for s in steps}
+        # newest kept, every multiple of 10000 kept, the lowest avg_loss (the newest here)
+        assert not app.marks.step_marked[by_number[max(by_number)]]
+        assert not app.marks.step_marked[by_number[10000]]
+        assert not app.marks.step_marked[by_number[20000]]
+        assert app.marks.step_marked[by_number[2000]] and app.marks.step_marked[by_number[12000]]
+
+
 async def test_pin_blocks_mark_and_persists(demo: DemoTree, service: CheckpointService) -> None:
     app = make_app(demo, service)
     async with app.run_test(size=SIZE) as pilot:

@@ -1,4 +1,5 @@
-"""Keep newest N: ask for N, preview which steps would be marked and their size, then mark."""
+"""Keep dialog: newest N plus optional rules (every K, best by a metadata key, newer than);
+preview which steps would be marked, their size and why each kept step is kept; then mark."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
 
 from ckpt_tui.errors import CkptError
+from ckpt_tui.retention import Rules, parse_best, parse_duration
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.types import Plan
 
 DEFAULT_KEEP = 3
-PREVIEW_STEPS = 8
+PREVIEW_STEPS = 6
+PREVIEW_KEPT = 4
 
-PreviewFn = Callable[[int, bool], Awaitable[Plan]]
+PreviewFn = Callable[[Rules, bool], Awaitable[Plan]]
 
 
 class KeepNewestScreen(ModalScreen[Plan | None]):
@@ -35,7 +38,7 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
         self.training = training
         self.preview_fn = preview
         self.plan: Plan | None = None
-        self._plan_key: tuple[int, bool] | None = None
+        self._plan_key: tuple[Rules, bool] | None = None
         self._accept_when_ready = False
 
     def compose(self) -> ComposeResult:
@@ -43,7 +46,8 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
         with Vertical(id="keep-box", classes="dialog"):
             yield Static(
                 Content.assemble(
-                    ("Keep the newest N steps", "bold $accent"), f" of {scope}; mark the rest"
+                    ("Keep the newest N steps", "bold $accent"),
+                    f" of {scope}, and what the rules below add; mark the rest",
                 ),
                 id="keep-title",
             )
@@ -51,6 +55,15 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
                 yield Static("N =", id="keep-label")
                 yield Input(str(DEFAULT_KEEP), type="integer", id="keep-n")
                 yield Checkbox("all trainings", value=self.training is None, id="keep-all")
+            with Horizontal(classes="keep-rule"):
+                yield Static("also keep every", classes="keep-rule-label")
+                yield Input("", placeholder="K steps", type="integer", id="keep-every")
+            with Horizontal(classes="keep-rule"):
+                yield Static("best by", classes="keep-rule-label")
+                yield Input("", placeholder="avg_loss[:min|max]", id="keep-best")
+            with Horizontal(classes="keep-rule"):
+                yield Static("newer than", classes="keep-rule-label")
+                yield Input("", placeholder="24h, 7d", id="keep-newer")
             yield Static("", id="keep-preview")
             with Horizontal(id="keep-buttons"):
                 yield Button("Cancel", id="keep-cancel")
@@ -65,31 +78,46 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
     def _changed(self) -> None:
         self._refresh_preview()
 
-    def _n(self) -> int | None:
+    def _rules(self) -> Rules | str:
+        """The rules the inputs describe, or what is wrong with them."""
+
+        def value(name: str) -> str:
+            return self.query_one(f"#{name}", Input).value.strip()
+
         try:
-            n = int(self.query_one("#keep-n", Input).value)
+            n = int(value("keep-n"))
         except ValueError:
-            return None
-        return n if n >= 1 else None
+            return "N must be a whole number ≥ 1"
+        try:
+            every = int(value("keep-every")) if value("keep-every") else None
+            best = parse_best(value("keep-best")) if value("keep-best") else None
+            newer = value("keep-newer")
+            return Rules(
+                keep=n,
+                every=every,
+                best=best,
+                newer_than_s=parse_duration(newer) if newer else None,
+                newer_than_label=newer,
+            )
+        except ValueError as err:
+            return str(err)
 
     def _refresh_preview(self) -> None:
-        n = self._n()
-        if n is None:
+        rules = self._rules()
+        if isinstance(rules, str):
             self.plan = None
-            self.query_one("#keep-preview", Static).update(
-                Content.styled("N must be a whole number ≥ 1", "$error")
-            )
+            self.query_one("#keep-preview", Static).update(Content.styled(rules, "$error"))
             return
-        self._preview(n, self.query_one("#keep-all", Checkbox).value)
+        self._preview(rules, self.query_one("#keep-all", Checkbox).value)
 
     @work(group="keep-preview", exclusive=True)
-    async def _preview(self, n: int, everything: bool) -> None:
+    async def _preview(self, rules: Rules, everything: bool) -> None:
         try:
-            plan = await self.preview_fn(n, everything)
+            plan = await self.preview_fn(rules, everything)
         except CkptError as err:
             self.query_one("#keep-preview", Static).update(Content.styled(str(err), "$error"))
             return
-        self.plan, self._plan_key = plan, (n, everything)
+        self.plan, self._plan_key = plan, (rules, everything)
         lines = [
             Content.assemble(
                 "would mark ",
@@ -107,6 +135,15 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
             lines.append(
                 Content.styled(f"  … and {len(plan.steps) - PREVIEW_STEPS:,} more", "$text-muted")
             )
+        # kept steps with the most interesting reasons first (rules beyond "newest")
+        kept = sorted(plan.keep, key=lambda k: (k.reasons == ("newest",), k.training, k.step))
+        for k in kept[:PREVIEW_KEPT]:
+            lines.append(
+                Content.styled(
+                    f"  keep {k.training}/{k.path.rsplit('/', 1)[-1]}: {', '.join(k.reasons)}",
+                    "$text-muted",
+                )
+            )
         self.query_one("#keep-preview", Static).update(Content("\n").join(lines))
         if self._accept_when_ready:
             self._accept()
@@ -122,11 +159,12 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
             self.dismiss(None)
 
     def _accept(self) -> None:
-        key = (self._n(), self.query_one("#keep-all", Checkbox).value)
+        rules = self._rules()
+        key = (rules, self.query_one("#keep-all", Checkbox).value)
         if self.plan is not None and self._plan_key == key:
             self.dismiss(self.plan)
         else:
-            self._accept_when_ready = key[0] is not None
+            self._accept_when_ready = not isinstance(rules, str)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
