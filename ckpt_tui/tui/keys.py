@@ -8,7 +8,11 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("← h", "collapse, or go to the parent"),
     ("Home End PgUp PgDn", "jump"),
     ("Space", "mark / unmark the row (a training or step marks every file under it)"),
-    ("K", "keep newest N: preview, then mark the older steps"),
+    (
+        "K",
+        "keep newest N (and every K, best by a metadata key, newer than): "
+        "preview, then mark the rest",
+    ),
     ("p", "pin / unpin a step (never marked or deleted; kept in the index)"),
     ("u", "clear all marks"),
     ("i", "invert marks within the highlighted training"),
