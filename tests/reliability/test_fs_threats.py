@@ -268,3 +268,23 @@ def test_deep_chain_and_non_utf8_names_scan_with_notes(tmp_path: Path) -> None:
         assert not tree.files_of("train_000", 100)[0].exists()
     finally:
         _rm_chain(root / "deep")
+
+
+@pytest.mark.slow
+def test_100k_files_in_one_directory_are_walked_past_quickly(tmp_path: Path) -> None:
+    """A directory of 100,000 files beside the trainings (a dataset shard dump, say) is walked
+    past without a stat per file; the steps are still found and nothing in it is indexed."""
+    root, db = tmp_path / "root", tmp_path / "index.sqlite3"
+    build_tree(root, trainings=1, steps=(100, 200), layers=1)
+    crowd = root / "crowd"
+    crowd.mkdir()
+    fd = os.open(crowd, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(100_000):
+            os.close(os.open(f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    proc = run_cli("scan", root, "--db", db, "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (doc["steps"], doc["files"]) == (2, 2)
