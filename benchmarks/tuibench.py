@@ -7,9 +7,10 @@ until no paint has happened for ``SETTLE`` seconds; the latency is the last pain
 ``t0`` minus ``t0``. The wall time of press + pause is ~60 ms whatever the app does (Pilot's
 own waiting), so it is never used as the latency.
 
-Start-up: from entering ``run_test`` to the first paint after the tree has its rows (the
-first interactive frame). Peak RSS: a fresh process opens the app on the index, marks
-everything and opens the confirm dialog, then reports ``ru_maxrss``.
+Start-up: from entering ``run_test`` to the first paint that shows the trainings (the
+first interactive frame: keys move from then on; marking waits for the file map).
+Peak RSS: a fresh process opens the app on the index, marks everything and opens the
+confirm dialog, then reports ``ru_maxrss``.
 """
 
 from __future__ import annotations
@@ -37,13 +38,22 @@ def _app(root: str, db: str) -> Any:
     paints: list[float] = []
     original = app._display
 
+    tree_painted: list[float] = []
+    screens: list[tuple[float, str]] = []  # (paint time, screen on show)
+
     def display(*args: Any, **kwargs: Any) -> Any:
         out = original(*args, **kwargs)
-        paints.append(time.perf_counter())
+        now = time.perf_counter()
+        paints.append(now)
+        screens.append((now, type(app.screen).__name__))
+        if not tree_painted and len(app.model.rows) > 1 and app.svc is not None:
+            tree_painted.append(now)  # the first frame that shows the trainings
         return out
 
     app._display = display  # type: ignore[method-assign]
     app._bench_paints = paints  # type: ignore[attr-defined]
+    app._bench_tree_painted = tree_painted  # type: ignore[attr-defined]
+    app._bench_screens = screens  # type: ignore[attr-defined]
     return app
 
 
@@ -64,27 +74,16 @@ async def _settle(pilot: Any, paints: list[float]) -> None:
             return
 
 
-def _interactive(app: Any) -> bool:
-    return len(app.model.rows) > 1 and app.svc is not None and not app._bench_loading
-
-
 async def startup_once(root: str, db: str) -> float:
+    """Entering run_test -> the first frame with the trainings on screen (keys work from
+    then on; the file map behind marks may still be loading, and marking waits for it)."""
     app = _app(root, db)
-    app._bench_loading = True
-    original_startup = app._startup
-
-    async def startup() -> None:
-        await original_startup()
-        app._bench_loading = False
-
-    app._startup = startup
     t0 = time.perf_counter()
     async with app.run_test(size=SIZE) as pilot:
-        await _until(lambda: _interactive(app), pilot)
-        t_ready = time.perf_counter()
-        await _until(lambda: any(p >= t_ready for p in app._bench_paints), pilot)
-        first = next(p for p in app._bench_paints if p >= t_ready)
-    return first - t0
+        await _until(lambda: bool(app._bench_tree_painted), pilot)
+        first = app._bench_tree_painted[0]
+        await _until(lambda: app.marks_ready.is_set(), pilot)  # let start-up finish cleanly
+    return float(first - t0)
 
 
 async def _open(app: Any, pilot: Any) -> None:
@@ -137,13 +136,19 @@ async def mark_all_confirm(root: str, db: str) -> dict[str, float]:
         await pilot.press("d")
         await _until(lambda: isinstance(app.screen, ConfirmScreen), pilot)
         await _settle(pilot, app._bench_paints)
-        t_confirm = max(p for p in app._bench_paints if p >= t1)
+        # the first frame that shows the dialog (with the marks' figures)
+        t_confirm = min(t for t, name in app._bench_screens if t >= t1 and name == "ConfirmScreen")
+        # the dialog opens with the marks' figures; y works once the plan is checked
+        screen = app.screen
+        await _until(lambda: not screen.facts.pending, pilot)
+        t_checked = time.perf_counter()
         marked = len(app.marks.marked)
         await pilot.press("escape")
         await _settle(pilot, app._bench_paints)
     return {
         "mark_all": t_marked - t0,
         "open_confirm": t_confirm - t1,
+        "confirm_checked": t_checked - t1,
         "total": (t_marked - t0) + (t_confirm - t1),
         "marked_files": marked,
     }

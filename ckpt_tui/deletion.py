@@ -386,8 +386,9 @@ def _malformed(f: PlannedFile) -> bool:
     parts = f.relparts
     if type(parts) is not tuple or not parts:
         return True
-    return layout.split_relpath("/".join(parts)) != parts if all(
-        type(p) is str for p in parts) else True
+    # every component checked; not through split_relpath's cache, which would fill with
+    # one entry per file of a large run
+    return not all(type(p) is str and layout.is_safe_component(p) for p in parts)
 
 
 def _record(run: _Run, item: ItemResult,

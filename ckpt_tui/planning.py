@@ -344,9 +344,25 @@ class Planner:
     ) -> Plan:
         root = await self._root(root_id)
         newest, counts = await self._facts({r.tid for r in rows})
+        busy = await asyncio.to_thread(open_files) if self.protection.open_files and rows else {}
+        # Checking 100k rows is pure CPU: off the event loop, so a face stays responsive.
+        return await asyncio.to_thread(
+            self._assemble, root_id, root, rows, newest, counts, busy, force, include_open
+        )
+
+    def _assemble(
+        self,
+        root_id: int,
+        root: str,
+        rows: list[_Row],
+        newest: dict[int, int],
+        counts: dict[int, int],
+        busy: dict[tuple[int, int], str],
+        force: bool,
+        include_open: bool,
+    ) -> Plan:
         now_ns = time.time_ns()
         recent_ns = int(self.protection.recent_seconds * 1e9)
-        busy = await asyncio.to_thread(open_files) if self.protection.open_files and rows else {}
         protected: list[Protected] = []
         chosen: dict[int, list[PlannedFile]] = defaultdict(list)
         meta: dict[int, _Row] = {}
@@ -416,7 +432,7 @@ class Planner:
                 training_id=meta[sid].tid,
                 step=meta[sid].step,
                 path=os.path.join(root, meta[sid].step_rel),
-                relparts=tuple(meta[sid].step_rel.split("/")),
+                relparts=layout.validate_step_record(meta[sid].step_rel) or (),
                 files=tuple(files),
                 whole=len(files) == counts.get(sid, 0),
             )
