@@ -340,9 +340,12 @@ class CheckpointService:
         return out
 
     async def file_map(self, root_id: int) -> list[FileBrief]:
-        """(file, step, training, size) for every file under a root: marking without loading."""
+        """(file, step, training, size, pinned) for every file under a root: marking without
+        loading steps."""
         q = (
-            select(FileRow.id, FileRow.step_id, Step.training_id, FileRow.size_bytes)
+            select(
+                FileRow.id, FileRow.step_id, Step.training_id, FileRow.size_bytes, Step.pinned
+            )
             .join(Step, Step.id == FileRow.step_id)
             .join(Training, Training.id == Step.training_id)
             .where(Training.root_id == root_id)

@@ -285,6 +285,7 @@ class FileBrief:
     step_id: int
     training_id: int
     size_bytes: int
+    pinned: bool = False  # its step is pinned: never marked
 
 
 @dataclass(frozen=True, slots=True)

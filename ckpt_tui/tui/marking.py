@@ -49,15 +49,15 @@ class MarkMixin(App[int]):
         def service(self) -> CheckpointService: ...
         def refresh_status(self) -> None: ...
         def update_details(self) -> None: ...
-        async def ensure_steps(self, trainings: Iterable[Node]) -> None: ...
 
     def pinned_ids(self, trainings: Iterable[Node]) -> set[int]:
-        """File ids under pinned steps of (loaded) trainings: never marked."""
+        """File ids under pinned steps of the trainings: never marked (no steps loaded)."""
+        tids = {t.id for t in trainings}
         out: set[int] = set()
-        for t in trainings:
-            for s in t.children or ():
-                if isinstance(s.info, StepInfo) and s.info.pinned:
-                    out |= self.marks.by_step.get(s.id, set())
+        for sid in self.marks.pinned_steps:
+            files = self.marks.by_step.get(sid, set())
+            if files and self.marks.files[next(iter(files))].training_id in tids:
+                out |= files
         return out
 
     def after_marks(self) -> None:
@@ -103,7 +103,6 @@ class MarkMixin(App[int]):
     async def _toggle_group(self, node: Node) -> None:
         await self.marks_ready.wait()
         trainings = self.model.trainings if node.kind == Kind.ROOT else [node]
-        await self.ensure_steps(trainings)
         pinned = self.pinned_ids(trainings)
         ids = self.marks.ids_of(node) - pinned
         if ids and ids <= self.marks.marked:
@@ -127,8 +126,8 @@ class MarkMixin(App[int]):
         spawn(self, self._invert, training, group="mark")
 
     async def _invert(self, training: Node | None) -> None:
+        await self.marks_ready.wait()
         trainings = [training] if training is not None else self.model.trainings
-        await self.ensure_steps(trainings)
         pinned = self.pinned_ids(trainings)
         ids: set[int] = set()
         for t in trainings:
@@ -156,7 +155,10 @@ class MarkMixin(App[int]):
             return
         step.info = replace(step.info, pinned=pinned)
         if pinned:
+            self.marks.pinned_steps.add(step.id)
             self.marks.unmark(self.marks.by_step.get(step.id, set()))
+        else:
+            self.marks.pinned_steps.discard(step.id)
         self.after_marks()
         self.notify(
             f"{step.name} {'pinned: never marked or deleted' if pinned else 'unpinned'}", timeout=2

@@ -124,15 +124,19 @@ class Marks:
     marked_bytes: int = 0
     step_marked: Counter[int] = field(default_factory=Counter)
     training_marked: Counter[int] = field(default_factory=Counter)
+    pinned_steps: set[int] = field(default_factory=set)
 
     def load(self, briefs: Iterable[FileBrief]) -> None:
         """Replace the file map (after a scan); keep the marks of files that still exist."""
         old = self.marked
         self.files = {b.id: b for b in briefs}
         self.by_step, self.by_training = {}, {}
+        self.pinned_steps = set()
         for b in self.files.values():
             self.by_step.setdefault(b.step_id, set()).add(b.id)
             self.by_training.setdefault(b.training_id, set()).add(b.id)
+            if b.pinned:
+                self.pinned_steps.add(b.step_id)
         self.marked, self.marked_bytes = set(), 0
         self.step_marked, self.training_marked = Counter(), Counter()
         self.mark(old & self.files.keys())

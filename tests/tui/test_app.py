@@ -166,6 +166,29 @@ async def test_pin_blocks_mark_and_persists(demo: DemoTree, service: CheckpointS
         assert (await service.steps(tid))[0].pinned  # the pin lives in the index
 
 
+async def test_marking_a_training_skips_its_pinned_step(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    app = make_app(demo, service)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await goto(app, pilot, "sae_gpt2_small_l8")
+        await pilot.press("right")
+        await settle(app, pilot)
+        await goto(app, pilot, "checkpoint_20000")
+        pinned_step = app.ckpt_tree.node
+        await pilot.press("p")
+        await settle(app, pilot)
+        await goto(app, pilot, "sae_gpt2_small_l8")
+        await pilot.press("space")
+        await settle(app, pilot)
+        assert pinned_step is not None
+        training = app.model.trainings[1]
+        assert not app.marks.step_marked[pinned_step.id], "a pinned step is never marked"
+        assert app.marks.training_marked[training.id] == len(app.marks.by_training[training.id]) - 1
+        assert "pinned" in notes(app)
+
+
 async def test_cancel_deletes_nothing(demo: DemoTree, service: CheckpointService) -> None:
     app = make_app(demo, service)
     async with app.run_test(size=SIZE) as pilot:
