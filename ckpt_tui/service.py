@@ -144,29 +144,18 @@ class CheckpointService:
         self, root_id: int, names: Iterable[str] | None = None
     ) -> list[TrainingInfo]:
         """Trainings under a root, sorted by name, with totals over their steps."""
-        per_step = (
-            select(
-                Step.id.label("sid"),
-                Step.training_id.label("tid"),
-                Step.step.label("step"),
-                func.count(func.distinct(FileRow.layer)).label("layers"),
-            )
-            .join(FileRow, FileRow.step_id == Step.id, isouter=True)
-            .group_by(Step.id)
-            .subquery()
-        )
+        in_root = Training.root_id == root_id
         q = (
             select(
                 Training.id,
                 Training.name,
                 Training.relpath,
-                func.count(func.distinct(per_step.c.sid)),
-                func.min(per_step.c.step),
-                func.max(per_step.c.step),
-                func.max(per_step.c.layers),
+                func.count(Step.id),
+                func.min(Step.step),
+                func.max(Step.step),
             )
-            .join(per_step, per_step.c.tid == Training.id, isouter=True)
-            .where(Training.root_id == root_id)
+            .join(Step, Step.training_id == Training.id, isouter=True)
+            .where(in_root)
             .group_by(Training.id)
         )
         sizes = (
@@ -176,10 +165,11 @@ class CheckpointService:
                 func.coalesce(func.sum(FileRow.size_bytes), 0),
                 func.coalesce(func.sum(FileRow.disk_bytes), 0),
                 func.max(FileRow.mtime_ns),
+                func.count(func.distinct(FileRow.layer)),
             )
             .join(FileRow, FileRow.step_id == Step.id)
             .join(Training, Training.id == Step.training_id)
-            .where(Training.root_id == root_id)
+            .where(in_root)
             .group_by(Step.training_id)
         )
         wanted = set(names) if names is not None else None
@@ -188,10 +178,10 @@ class CheckpointService:
             root_path = root.path if root else ""
             size_rows = {r[0]: r[1:] for r in (await session.execute(sizes)).all()}
             out = []
-            for tid, name, rel, nsteps, lo, hi, layers in (await session.execute(q)).all():
+            for tid, name, rel, nsteps, lo, hi in (await session.execute(q)).all():
                 if wanted is not None and name not in wanted and rel not in wanted:
                     continue
-                nfiles, size, disk, newest = size_rows.get(tid, (0, 0, 0, None))
+                nfiles, size, disk, newest, layers = size_rows.get(tid, (0, 0, 0, None, 0))
                 out.append(
                     TrainingInfo(
                         id=tid,
@@ -343,9 +333,7 @@ class CheckpointService:
         """(file, step, training, size, pinned) for every file under a root: marking without
         loading steps."""
         q = (
-            select(
-                FileRow.id, FileRow.step_id, Step.training_id, FileRow.size_bytes, Step.pinned
-            )
+            select(FileRow.id, FileRow.step_id, Step.training_id, FileRow.size_bytes, Step.pinned)
             .join(Step, Step.id == FileRow.step_id)
             .join(Training, Training.id == Step.training_id)
             .where(Training.root_id == root_id)

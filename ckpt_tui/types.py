@@ -47,7 +47,7 @@ class TrainingInfo:
     min_step: int | None
     max_step: int | None
     newest_mtime_ns: int | None
-    layer_count: int  # the most layers any step of this training has
+    layer_count: int  # distinct layers among the training's files
 
 
 @dataclass(frozen=True, slots=True)
