@@ -145,7 +145,6 @@ class StepDeletion:
 
     def delete_file(self, planned: PlannedFile) -> FileOutcome:
         parts = planned.relparts
-        path = self._path(parts)
         parent = parts[:-1]
         try:
             dir_fd = self._dir(parent)
@@ -155,7 +154,7 @@ class StepDeletion:
             return FileOutcome(planned, Outcome.ALREADY_GONE)
         except OSError as err:
             if err.errno in STOP_ERRNOS:
-                raise StopBatch(path, err) from err
+                raise StopBatch(self._path(parts), err) from err
             if err.errno in (errno.ELOOP, errno.ENOTDIR):
                 return FileOutcome(
                     planned,
@@ -183,9 +182,10 @@ class StepDeletion:
             return FileOutcome(planned, Outcome.ALREADY_GONE)
         except OSError as err:
             if err.errno in STOP_ERRNOS:
-                raise StopBatch(path, err) from err
+                raise StopBatch(self._path(parts), err) from err
             return FileOutcome(planned, Outcome.FAILED, error=describe_oserror(err))
-        log.info("deleted file %s (%d bytes)", path, st.st_size)
+        if log.isEnabledFor(logging.INFO):  # the path is built only when it will be logged
+            log.info("deleted file %s (%d bytes)", self._path(parts), st.st_size)
         self._touched.add(parent)
         return FileOutcome(planned, Outcome.DELETED, freed_bytes=freed)
 
