@@ -25,7 +25,7 @@ from ckpt_tui.tui.app import CkptApp
 
 SIZE = (120, 36)
 DISPLAY_ROOT = "/data/sae/trainings"
-UNLINK_DELAY = 0.05
+UNLINK_DELAY = 0.25  # seconds per unlink, so the deletion is caught in progress
 
 
 async def settle(app: CkptApp, pilot: Any) -> None:
@@ -66,7 +66,7 @@ async def shoot(out: Path) -> list[Path]:
         os.unlink = slow_unlink  # type: ignore[assignment]
         try:
             await pilot.press("y")
-            await asyncio.sleep(UNLINK_DELAY * 7)
+            await asyncio.sleep(UNLINK_DELAY * 5)
             await pilot.pause()
             save("04-deleting")
             await settle(app, pilot)
@@ -76,6 +76,13 @@ async def shoot(out: Path) -> list[Path]:
         await pilot.press("question_mark")
         await settle(app, pilot)
         save("06-help")
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await pilot.press("home", "down", "down", "down", "K")  # keep dialog: train_36766f85
+        await settle(app, pilot)
+        await pilot.press("backspace", "2", "tab", "tab", *"10000", "tab", *"avg_loss:min")
+        await settle(app, pilot)
+        save("07-keep-rules")
     return saved
 
 
