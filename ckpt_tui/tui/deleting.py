@@ -232,7 +232,8 @@ class DeleteMixin(App[int]):
         gone = len(result.deleted)
         msg = f"Deleted {fmt.count(gone, 'file')}, freed {fmt.size(result.freed_bytes)}"
         if result.removed_step_ids:
-            msg += f"; removed {fmt.count(len(result.removed_step_ids), 'step directory')}"
+            n = len(result.removed_step_ids)
+            msg += f"; removed {n:,} step {'directory' if n == 1 else 'directories'}"
         if result.cancelled:
             msg = "Cancelled. " + msg
         self.notify(msg, title="Deletion finished", timeout=6)

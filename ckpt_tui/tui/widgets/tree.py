@@ -104,7 +104,7 @@ class CheckpointTree(ScrollView, can_focus=True):
     def rows_changed(self, keep: Node | None = None) -> None:
         """The flat row list changed: resize, keep the cursor on ``keep`` if still shown."""
         rows = self.model.rows
-        self.virtual_size = Size(self.size.width, len(rows))
+        self.virtual_size = Size(self.scrollable_size.width, len(rows))
         if keep is not None:
             i = self.model.index_of(keep, self.cursor)
             if i >= 0:
@@ -204,12 +204,12 @@ class CheckpointTree(ScrollView, can_focus=True):
             self.cursor = row
 
     def on_resize(self, event: events.Resize) -> None:
-        self.virtual_size = Size(event.size.width, len(self.model.rows))
+        self.virtual_size = Size(self.scrollable_size.width, len(self.model.rows))
 
     # rendering --------------------------------------------------------------------------
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self.scrollable_size.width  # without the scrollbar, so no column is cut off
         row = y + self.scroll_offset.y
         base = self.rich_style
         rows = self.model.rows
