@@ -346,7 +346,7 @@ def prune(
             root_id, keep, trainings or None, force=force, include_open=include_open, rules=rules
         )
 
-    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, force, recent))
+    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, recent))
 
 
 @main.command()
@@ -375,7 +375,7 @@ def rm(
             root_id, targets, force=force, include_open=include_open
         )
 
-    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, force, recent))
+    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, recent))
 
 
 async def _delete_flow(
@@ -385,7 +385,6 @@ async def _delete_flow(
     dry_run: bool,
     yes: bool,
     as_json: bool,
-    force: bool,
     recent: float,
 ) -> int:
     async with await CheckpointService.open(db, protection=_protection(recent)) as svc:

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Integer as _Int
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ckpt_tui import fs
@@ -345,10 +345,6 @@ class CheckpointService:
         ids = list(step_ids)
         async with self.db.sessions() as session, session.begin():
             await session.execute(update(Step).where(Step.id.in_(ids)).values(pinned=pinned))
-
-    async def forget_root(self, root_id: int) -> None:
-        async with self.db.sessions() as session, session.begin():
-            await session.execute(delete(Root).where(Root.id == root_id))
 
     # planning and deletion ----------------------------------------------------------------
 

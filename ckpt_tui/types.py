@@ -6,8 +6,7 @@ ORM objects never leave ``db/`` and ``service``; everything a face shows is one 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 
 class FileStatus(enum.StrEnum):
@@ -260,7 +259,6 @@ class ExecuteResult:
     cancelled: bool = False
     stopped: str | None = None  # why the run stopped early (EROFS, EIO, ...), resumable
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def deleted(self) -> tuple[ItemResult, ...]:
