@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -395,3 +398,64 @@ async def test_escape_cancels_a_running_deletion(demo: DemoTree) -> None:
             assert len(left) == 71  # stopped before the first file
     finally:
         await svc.close()
+
+
+async def test_first_open_scans_with_progress_and_rows_appear(demo: DemoTree) -> None:
+    """A root never indexed is scanned on open; the trainings appear and the index keeps them."""
+    app = make_app(demo)  # no service given: the app opens the (empty) index itself
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        names = row_names(app)
+        assert {"hf_finetune_llama", "sae_gpt2_small_l8", "train_36766f85"} <= set(names)
+        assert app.ckpt_tree.node is not None and app.ckpt_tree.node.name == names[1]
+        assert "scanned" in status_text(app) or "indexed" in status_text(app)
+    svc = await CheckpointService.open(str(demo.db_path))
+    try:
+        info = await svc.get_root(str(demo.root))
+        assert info is not None and info.scanned_at is not None
+        assert len(await svc.trainings(info.id)) == 4
+    finally:
+        await svc.close()
+
+
+async def test_open_file_needs_a_second_confirmation(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    """A file another process holds open is only deleted after a second, explicit yes."""
+    base = demo.root / "sae_gpt2_small_l8"
+    held = base / "checkpoint_10000" / "sae.safetensors"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; f = open(sys.argv[1], 'rb'); sys.stdin.read()",
+            str(held),
+        ],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        time.sleep(0.5)  # let it open the file
+        app = make_app(demo, service)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            await goto(app, pilot, "sae_gpt2_small_l8")
+            await pilot.press("right")
+            await settle(app, pilot)
+            await goto(app, pilot, "checkpoint_10000")
+            await pilot.press("space", "space")  # 10000 (held open) and 20000
+            await pilot.press("d")
+            await settle(app, pilot)
+            text = str(app.screen.query_one("#confirm-text").render())
+            assert "open in process" in text
+            await pilot.press("y")  # the first yes: the dialog about the open file follows
+            await settle(app, pilot)
+            second = str(app.screen.query_one("#confirm-text").render())
+            assert "open in another process" in second
+            await pilot.press("n")  # keep the open file; the rest goes
+            await settle(app, pilot)
+            assert held.exists()
+            assert not (base / "checkpoint_20000").exists()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
