@@ -40,7 +40,7 @@ class _RootOrCommand(click.Group):
     """``ckpt-tui [OPTIONS] [ROOT]`` opens the TUI; ``ckpt-tui scan ...`` runs a command."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        takes_value = {"--db", "--recent"}
+        takes_value = {"--db"}  # the group's only option that takes a separate value
         i = 0
         while i < len(args):
             a = args[i]
@@ -87,10 +87,6 @@ db_option = click.option(
     "in your user data directory).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-def _protection(recent: float) -> Protection:
-    return Protection(recent_seconds=recent)
 
 
 protect_options = [
@@ -387,7 +383,9 @@ async def _delete_flow(
     as_json: bool,
     recent: float,
 ) -> int:
-    async with await CheckpointService.open(db, protection=_protection(recent)) as svc:
+    async with await CheckpointService.open(
+        db, protection=Protection(recent_seconds=recent)
+    ) as svc:
         info = await svc.get_root(root)
         if info is None or info.scanned_at is None:
             await svc.scan(root)

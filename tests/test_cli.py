@@ -203,3 +203,24 @@ def test_scan_json_reports_counts(tmp_path: Path, db_path: str) -> None:
     assert code == 0 and (doc["trainings"], doc["steps"], doc["files"]) == (1, 2, 4)
     code, out, _ = run("scan", str(root), "--json", db=db_path)
     assert json.loads(out)["headers_reused"] == 4
+
+
+def test_bare_root_opens_the_tui_with_the_options(tmp_path: Path, monkeypatch) -> None:
+    """``ckpt-tui [OPTIONS] [ROOT]``: a root that is not a command name opens the TUI."""
+    import ckpt_tui.tui as tui
+
+    calls: list[tuple[str, str | None, bool]] = []
+
+    def fake_run_tui(root: str, db: str | None, *, read_only: bool = False) -> int:
+        calls.append((root, db, read_only))
+        return 0
+
+    monkeypatch.setattr(tui, "run_tui", fake_run_tui)
+    db = str(tmp_path / "i.db")
+    for args in (["--db", db, "--read-only", str(tmp_path)], [str(tmp_path), "--db", db]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    assert calls == [(str(tmp_path), db, True), (str(tmp_path), db, False)]
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(main, ["--db", db]).exit_code == 0
+    assert calls[-1][0] == str(tmp_path), "no ROOT means the current directory"
