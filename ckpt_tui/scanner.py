@@ -301,7 +301,10 @@ class Scanner:
             if new_files:
                 # Rows inserted now are never "gone" at the end of this walk (a step
                 # directory is visited once), so their ids are not needed: no RETURNING.
-                await session.execute(insert(_FILES_TABLE), new_files)
+                if self.db.is_sqlite:
+                    await _insert_files_sqlite(session, new_files)
+                else:
+                    await session.execute(insert(_FILES_TABLE), new_files)
 
     def _needs_write(self, s: ScannedStep) -> bool:
         if s.files:
@@ -407,6 +410,27 @@ def _file_values(f: ScannedFile, step_id: int | None) -> dict[str, Any]:
         values["step_id"] = step_id
         values["state"] = RowState.ACTIVE.value
     return values
+
+
+_JSON_COLUMNS = frozenset({"header", _META_KEY})
+
+
+async def _insert_files_sqlite(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """One driver-level executemany: SQLAlchemy's per-row parameter processing costs more
+    than SQLite's insert itself on a first scan. JSON columns are encoded here, as the JSON
+    type would (None stays NULL)."""
+    keys = list(rows[0])
+    sql = (
+        f"INSERT INTO {_FILES_TABLE.name} ({', '.join(keys)}) "
+        f"VALUES ({', '.join('?' for _ in keys)})"
+    )
+    dumps = json.dumps
+    params = [
+        tuple((None if r[k] is None else dumps(r[k])) if k in _JSON_COLUMNS else r[k] for k in keys)
+        for r in rows
+    ]
+    conn = await session.connection()  # the session's transaction: one commit per batch
+    await conn.exec_driver_sql(sql, params)
 
 
 def _chunks(items: list[int], n: int) -> list[list[int]]:
