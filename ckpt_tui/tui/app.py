@@ -86,6 +86,7 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         now: Callable[[], float] | None = None,
         display_root: str | None = None,
         disk_usage: Callable[[str], DiskUsage] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__()
         self.root_path = root
@@ -97,6 +98,7 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         self.svc: CheckpointService | None = service
         self._owns_service = service is None
         self.now = now or time.time
+        self.clock = clock or time.monotonic  # elapsed times (rates); frozen in snapshots
         self.display_root = display_root
         self._disk_fn = disk_usage
         self.model = TreeModel(RootInfo(0, root, None))

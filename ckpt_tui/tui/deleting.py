@@ -7,7 +7,7 @@ a second (``flush_delete``): rows of removed steps go in one list pass per flush
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ class DeleteMixin(App[int]):
     read_only: bool
     scanning: bool
     freed_session: int
+    clock: Callable[[], float]
 
     if TYPE_CHECKING:
 
@@ -184,7 +185,7 @@ class DeleteMixin(App[int]):
         self.cancel_event = threading.Event()
         self._progress = None
         self._freed_before = self.freed_session
-        self._started = time.monotonic()
+        self._started = self.clock()
         total = float(plan.bytes or plan.file_count)
         self.query_one(ProgressPanel).start(
             f"Deleting {fmt.count(plan.file_count, 'file')}…", total, "Esc cancels"
@@ -272,7 +273,7 @@ class DeleteMixin(App[int]):
         p = self._progress
         if p is not None:
             self.freed_session = self._freed_before + p.bytes_freed
-            elapsed = time.monotonic() - self._started
+            elapsed = self.clock() - self._started
             self.query_one(ProgressPanel).set(
                 f"Deleting {p.files_done:,}/{p.files_total:,} files · "
                 f"{fmt.size(p.bytes_freed)} of {fmt.size(p.bytes_total)} · "

@@ -50,6 +50,19 @@ async def settle(app: CkptApp, pilot: Any) -> None:
     await pilot.pause()
 
 
+async def until(
+    pilot: Any, condition: Callable[[], bool], what: str, timeout: float = 30.0
+) -> None:
+    """Let the app run until ``condition()`` holds (polling, with a deadline): never a
+    fixed number of pauses, which a loaded machine outruns."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await pilot.pause(0.01)
+    await pilot.pause()  # and the repaint that the change asked for
+
+
 def row_names(app: CkptApp) -> list[str]:
     return [n.name for n in app.model.rows]
 

@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 
 from ckpt_tui.service import CheckpointService
+from textual.widgets import Label
+
 from ckpt_tui.tui.app import CkptApp
+from ckpt_tui.tui.model import Kind
 from ckpt_tui.types import DeleteProgress, ExecuteResult, ItemResult, Outcome, Plan
 
-from .conftest import DISPLAY_ROOT, FIXED_NOW, SIZE, build_fixed_tree, fake_disk, settle
+from .conftest import DISPLAY_ROOT, FIXED_NOW, SIZE, build_fixed_tree, fake_disk, settle, until
 
 
 @pytest.fixture
@@ -26,7 +29,12 @@ def fixed_app(tmp_path: Path) -> CkptApp:
 
     asyncio.run(index())  # snap_compare runs the app in its own loop: the app opens the index
     return CkptApp(
-        str(root), str(db), now=lambda: FIXED_NOW, display_root=DISPLAY_ROOT, disk_usage=fake_disk()
+        str(root),
+        str(db),
+        now=lambda: FIXED_NOW,
+        clock=lambda: 0.0,  # elapsed time (the deletion's rate) never moves in a snapshot
+        display_root=DISPLAY_ROOT,
+        disk_usage=fake_disk(),
     )
 
 
@@ -64,12 +72,18 @@ def test_help_screen(snap_compare: Any, fixed_app: CkptApp) -> None:
 
 
 def test_deletion_in_progress(snap_compare: Any, fixed_app: CkptApp) -> None:
-    """The first step's files are reported gone, then the deletion holds still."""
+    """The first step's files are reported gone, then the deletion holds still.
+
+    The screenshot is taken only once the app has applied that progress (the first step's row
+    is gone, the progress line counts its files): a condition, not a number of pauses."""
+    reported = asyncio.Event()
+    first_step: list[int] = []
 
     async def frozen_execute(
         plan: Plan, on_progress: Any = None, cancel: Any = None, **_kw: Any
     ) -> ExecuteResult:
         first = plan.steps[0]
+        first_step.append(first.step_id)
         freed = 0
         for i, f in enumerate(first.files):
             freed += f.freed_bytes
@@ -95,6 +109,7 @@ def test_deletion_in_progress(snap_compare: Any, fixed_app: CkptApp) -> None:
                 (first.step_id,),
             )
         )
+        reported.set()
         await asyncio.Event().wait()  # never finishes while the screenshot is taken
         raise AssertionError("unreachable")
 
@@ -105,7 +120,15 @@ def test_deletion_in_progress(snap_compare: Any, fixed_app: CkptApp) -> None:
         await pilot.press("d")
         await settle(fixed_app, pilot)
         await pilot.press("y")
-        for _ in range(5):
-            await pilot.pause(0.05)
+        label = fixed_app.query_one("#progress-label", Label)
+
+        def applied() -> bool:
+            return (
+                reported.is_set()
+                and str(label.content).startswith("Deleting 3/5 files")
+                and all(n.id != first_step[0] for n in fixed_app.model.rows if n.kind == Kind.STEP)
+            )
+
+        await until(pilot, applied, "the first step's progress on screen")
 
     assert snap_compare(fixed_app, terminal_size=SIZE, run_before=run_before)
