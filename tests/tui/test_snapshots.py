@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from ckpt_tui.service import CheckpointService
 from textual.widgets import Label
 
+from ckpt_tui.service import CheckpointService
 from ckpt_tui.tui.app import CkptApp
 from ckpt_tui.tui.model import Kind
 from ckpt_tui.types import DeleteProgress, ExecuteResult, ItemResult, Outcome, Plan
