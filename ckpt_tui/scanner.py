@@ -402,6 +402,7 @@ def _file_values(f: ScannedFile, step_id: int | None) -> dict[str, Any]:
         "status": f.status,
         "header": f.header,
         "error": f.error,
+        "role": f.role,
     }
     if step_id is None:
         values["meta"] = f.meta

@@ -52,6 +52,7 @@ class ScannedFile:
     header_reused: bool = False  # unchanged content, only stat facts (nlink) changed
     file_id: int | None = None  # the index row this file updates, if any
     path: str = ""  # absolute path, while a header read is pending
+    role: str = "artifact"  # or "foreign": not a file the step's layout names (db ROLE_*)
 
 
 @dataclass(slots=True)

@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 
-from ckpt_tui.db.models import SCHEMA_VERSION, Base, Meta
+from ckpt_tui.db.models import ROLE_ARTIFACT, SCHEMA_VERSION, Base, Meta
 from ckpt_tui.errors import IndexBusy, IndexError_
 
 APP_NAME = "ckpt-tui"
@@ -149,8 +150,33 @@ async def _prepare(database: Database) -> None:
         ).scalar()
         if found is None:
             await conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+        elif found == "1":
+            await _upgrade_from_1(conn)
         elif found != str(SCHEMA_VERSION):
             raise IndexError_(
                 f"index {database.display} has schema version {found}; this ckpt-tui "
                 f"understands version {SCHEMA_VERSION}: use a matching release or a new --db"
             )
+
+
+async def _upgrade_from_1(conn: AsyncConnection) -> None:
+    """Version 1 -> 2. The index is a cache of the disk except for pins: pins move to the
+    ``pins`` table by absolute path, the rows are dropped and every root is marked not
+    scanned, so the next scan classifies files (artifact / foreign) and steps afresh."""
+    await conn.execute(
+        text(
+            "INSERT INTO pins (path, pinned_at) "
+            "SELECT DISTINCT roots.path || '/' || steps.relpath, 0 FROM steps "
+            "JOIN trainings ON trainings.id = steps.training_id "
+            "JOIN roots ON roots.id = trainings.root_id WHERE steps.pinned"
+        )
+    )
+    for table in ("files", "steps", "trainings"):
+        await conn.execute(text(f"DELETE FROM {table}"))
+    await conn.execute(
+        text(f"ALTER TABLE files ADD COLUMN role VARCHAR(16) DEFAULT '{ROLE_ARTIFACT}'")
+    )
+    await conn.execute(text("UPDATE roots SET scanned_at = NULL"))
+    await conn.execute(
+        update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))
+    )

@@ -7,7 +7,10 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: files.role, pins by path, trainings keyed by the steps' parent
+
+ROLE_ARTIFACT = "artifact"  # a file the step's layout names: deleted with the step
+ROLE_FOREIGN = "foreign"  # anything else under a step: kept unless asked for after being shown
 
 
 class Base(DeclarativeBase):
@@ -34,13 +37,26 @@ class Root(Base):
     )
 
 
+class Pin(Base):
+    """A pinned step folder, by absolute path: it belongs to the folder, not to one root's
+    rows, so nested roots, re-scans and a rename away and back all keep it."""
+
+    __tablename__ = "pins"
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    pinned_at: Mapped[float] = mapped_column(Float)
+
+
 class Training(Base):
+    """A family of steps: ``relpath`` is the folder holding the step folders (unique per
+    family, so two families in one folder are two trainings); ``name`` is the training
+    folder relative to the root (the folder above ``checkpoints/``, else the steps' parent)."""
+
     __tablename__ = "trainings"
     __table_args__ = (Index("ix_trainings_root_rel", "root_id", "relpath", unique=True),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(Text)
-    relpath: Mapped[str] = mapped_column(Text)  # "" when the root itself is the training
+    relpath: Mapped[str] = mapped_column(Text)  # the steps' parent; "" when it is the root
     root: Mapped[Root] = relationship(back_populates="trainings")
     steps: Mapped[list[Step]] = relationship(
         back_populates="training", cascade="all, delete-orphan", passive_deletes=True
@@ -55,7 +71,7 @@ class Step(Base):
     step: Mapped[int] = mapped_column(BigInteger)
     dirname: Mapped[str] = mapped_column(Text)
     relpath: Mapped[str] = mapped_column(Text)  # from the root, "/"-separated
-    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)  # mirrors ``pins``
     unit: Mapped[str] = mapped_column(String(16), default="step")  # "step" or "samples"
     problems: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # from the scan
     config: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)  # cfg.json
@@ -86,5 +102,8 @@ class FileRow(Base):
     header: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     meta: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="active")
+    role: Mapped[str] = mapped_column(
+        String(16), default=ROLE_ARTIFACT, server_default=ROLE_ARTIFACT
+    )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     step: Mapped[Step] = relationship(back_populates="files")
