@@ -349,14 +349,30 @@ class CheckpointService:
     # planning and deletion ----------------------------------------------------------------
 
     async def plan_files(
-        self, root_id: int, file_ids: Iterable[int], *, force: bool = False
+        self,
+        root_id: int,
+        file_ids: Iterable[int],
+        *,
+        force: bool = False,
+        include_open: bool = False,
+        include_foreign: bool = False,
     ) -> Plan:
-        return await self.planner.plan_files(root_id, file_ids, force=force)
+        return await self.planner.plan_files(
+            root_id, file_ids, force=force, include_open=include_open
+        )
 
     async def plan_steps(
-        self, root_id: int, step_ids: Iterable[int], *, force: bool = False
+        self,
+        root_id: int,
+        step_ids: Iterable[int],
+        *,
+        force: bool = False,
+        include_open: bool = False,
+        include_foreign: bool = False,
     ) -> Plan:
-        return await self.planner.plan_steps(root_id, step_ids, force=force)
+        return await self.planner.plan_steps(
+            root_id, step_ids, force=force, include_open=include_open
+        )
 
     async def plan_retention(
         self,
@@ -370,9 +386,17 @@ class CheckpointService:
         return await self.planner.plan_retention(root_id, keep, trainings, force=force, rules=rules)
 
     async def plan_targets(
-        self, root_id: int, targets: Iterable[str], *, force: bool = False
+        self,
+        root_id: int,
+        targets: Iterable[str],
+        *,
+        force: bool = False,
+        include_open: bool = False,
+        include_foreign: bool = False,
     ) -> Plan:
-        return await self.planner.plan_targets(root_id, targets, force=force)
+        return await self.planner.plan_targets(
+            root_id, targets, force=force, include_open=include_open
+        )
 
     async def execute(
         self,

@@ -66,6 +66,12 @@ class StepInfo:
     problems: tuple[str, ...] = ()  # human words for why it is incomplete
     unit: str = "step"  # "samples" for SAELens, whose steps count training samples
     config: tuple[tuple[str, str], ...] = ()  # SAELens cfg.json summary (d_in, d_sae, hook...)
+    # complete and every checkpoint file valid: what keep rules and "newest" count
+    valid: bool = True
+    # why no rule will plan it (newest valid step, pinned, recent, ...); empty when it may go
+    protection: tuple[str, ...] = ()
+    foreign_count: int = 0  # files under it that its layout does not name (kept by default)
+    foreign_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,7 @@ class FileInfo:
     status: FileStatus
     state: RowState
     error: str | None
+    foreign: bool = False  # not a file the step's layout names: kept unless asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +160,10 @@ class PlannedFile:
         """Bytes this unlink gives back: nothing for a link or a file with other hard links."""
         return self.size_bytes if self.nlink <= 1 and not self.is_symlink else 0
 
+    @property
+    def freed_disk_bytes(self) -> int:
+        return self.disk_bytes if self.nlink <= 1 and not self.is_symlink else 0
+
 
 @dataclass(frozen=True, slots=True)
 class PlannedStep:
@@ -168,6 +179,10 @@ class PlannedStep:
     @property
     def size_bytes(self) -> int:
         return sum(f.freed_bytes for f in self.files)
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(f.freed_disk_bytes for f in self.files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +207,15 @@ class Protected:
 
 
 @dataclass(frozen=True, slots=True)
+class ForeignFile:
+    """A file under a planned step that its layout does not name: kept, and shown."""
+
+    path: str  # absolute
+    size_bytes: int
+    step_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """An immutable deletion plan: exact files, directories that go if emptied, bytes to free."""
 
@@ -201,6 +225,7 @@ class Plan:
     keep: tuple[KeptStep, ...] = ()
     protected: tuple[Protected, ...] = ()
     created_at: float = 0.0
+    foreign: tuple[ForeignFile, ...] = ()  # kept (not in ``steps``) unless include_foreign
 
     @property
     def files(self) -> tuple[PlannedFile, ...]:
@@ -212,7 +237,13 @@ class Plan:
 
     @property
     def bytes(self) -> int:
+        """Apparent bytes this plan frees (a hard-linked file once, when its last link goes)."""
         return sum(s.size_bytes for s in self.steps)
+
+    @property
+    def disk_bytes(self) -> int:
+        """Allocated bytes (st_blocks x 512) this plan frees, same hard-link rule."""
+        return sum(s.disk_bytes for s in self.steps)
 
     @property
     def empty(self) -> bool:
