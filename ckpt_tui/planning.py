@@ -12,16 +12,25 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Integer, func, select, type_coerce
+from sqlalchemy import Integer, select, type_coerce
 
-from ckpt_tui import layout, retention
-from ckpt_tui.db import Database, FileRow, Root, Step, Training
+from ckpt_tui import layout, retention, stepfacts
+from ckpt_tui.db import ROLE_FOREIGN, Database, FileRow, Root, Step, Training
 from ckpt_tui.errors import TargetError
 from ckpt_tui.procfs import open_files
-from ckpt_tui.types import FileStatus, KeptStep, Plan, PlannedFile, PlannedStep, Protected, RowState
+from ckpt_tui.types import (
+    FileStatus,
+    ForeignFile,
+    KeptStep,
+    Plan,
+    PlannedFile,
+    PlannedStep,
+    Protected,
+    RowState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +42,8 @@ BULK_IDS = 5_000  # beyond this many ids, select the root's rows once and filter
 
 @dataclass(frozen=True, slots=True)
 class Protection:
-    """Live-writer protection, on by default; ``force`` on a plan lifts the first two."""
+    """Live-writer protection, on by default; ``force`` on a plan lifts the first two
+    (the newest valid step and steps newer than it; recent files). Pins are never lifted."""
 
     newest_step: bool = True
     recent_seconds: float = RECENT_SECONDS
@@ -58,6 +68,7 @@ class _Row:
     pinned: bool
     tid: int
     training: str
+    role: str = "artifact"
 
     def malformed(self) -> str | None:
         """Why this row cannot be trusted (a column without its model's type), or None."""
@@ -112,6 +123,7 @@ class Planner:
                 type_coerce(Step.pinned, Integer),  # raw, so a malformed value is seen
                 Training.id,
                 Training.name,
+                FileRow.role,
             )
             .join(Step, Step.id == FileRow.step_id)
             .join(Training, Training.id == Step.training_id)
@@ -120,26 +132,43 @@ class Planner:
         async with self.db.engine.connect() as conn:  # Core rows: no ORM identity map
             return [_Row(*list(r)) for r in (await conn.execute(q)).all()]
 
-    async def _facts(self, training_ids: set[int]) -> tuple[dict[int, int], dict[int, int]]:
-        """(newest step number per training, file count per step) for the given trainings."""
-        newest: dict[int, int] = {}
-        counts: dict[int, int] = {}
-        ids = sorted(training_ids)
+    async def _training_facts(
+        self, training_ids: set[int]
+    ) -> tuple[dict[int, list[stepfacts.StepFact]], set[str]]:
         async with self.db.sessions() as session:
-            for i in range(0, len(ids), CHUNK):
-                chunk = ids[i : i + CHUNK]
-                q = select(Step.training_id, Step.step).where(Step.training_id.in_(chunk))
-                for t, step in (await session.execute(q)).all():
-                    if type(step) is int and step > newest.get(t, -1):  # malformed rows skipped
-                        newest[t] = step
-                q2 = (
-                    select(FileRow.step_id, func.count(FileRow.id))
-                    .join(Step)
-                    .where(Step.training_id.in_(chunk))
-                    .group_by(FileRow.step_id)
+            facts = await stepfacts.step_facts(session, training_ids)
+            pins = await stepfacts.load_pins(session)
+        return facts, pins
+
+    async def resolve_trainings(self, root_id: int, names: Iterable[str]) -> set[int]:
+        """Training ids for ``--training`` values: a path relative to the root (the training
+        folder or the folder holding its steps) or a bare name that matches one training.
+
+        A name that matches several trainings is refused with the candidates listed."""
+        root = await self._root(root_id)
+        async with self.db.sessions() as session:
+            q = select(Training.id, Training.name, Training.relpath).where(
+                Training.root_id == root_id
+            )
+            rows = [(t, str(n), str(r)) for t, n, r in (await session.execute(q)).all()]
+        out: set[int] = set()
+        for raw in names:
+            want = raw.strip("/")
+            exact = {t for t, _n, rel in rows if rel == want}
+            if not exact:
+                exact = {t for t, n, _rel in rows if n == want}
+            if not exact:
+                exact = {t for t, n, _rel in rows if n.rsplit("/", 1)[-1] == want}
+            if not exact:
+                raise TargetError(f"no training named {raw!r} under {root}")
+            if len(exact) > 1:
+                paths = sorted(rel or "." for t, _n, rel in rows if t in exact)
+                raise TargetError(
+                    f"training name {raw!r} is ambiguous under {root}: "
+                    f"{', '.join(paths)}; give one of these paths"
                 )
-                counts.update({s: c for s, c in (await session.execute(q2)).all()})
-        return newest, counts
+            out |= exact
+        return out
 
     async def plan_files(
         self,
@@ -148,6 +177,7 @@ class Planner:
         *,
         force: bool = False,
         include_open: bool = False,
+        include_foreign: bool = False,
     ) -> Plan:
         ids = sorted(set(file_ids))
         rows: list[_Row] = []
@@ -157,7 +187,14 @@ class Planner:
         else:
             for i in range(0, len(ids), CHUNK):
                 rows += await self._rows(FileRow.id.in_(ids[i : i + CHUNK]))
-        return await self._build(root_id, rows, force=force, include_open=include_open)
+        return await self._build(
+            root_id,
+            rows,
+            (),
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
+        )
 
     async def plan_steps(
         self,
@@ -166,6 +203,7 @@ class Planner:
         *,
         force: bool = False,
         include_open: bool = False,
+        include_foreign: bool = False,
     ) -> Plan:
         ids = sorted(set(step_ids))
         rows: list[_Row] = []
@@ -175,7 +213,14 @@ class Planner:
         else:
             for i in range(0, len(ids), CHUNK):
                 rows += await self._rows(Step.id.in_(ids[i : i + CHUNK]))
-        return await self._build(root_id, rows, force=force, include_open=include_open)
+        return await self._build(
+            root_id,
+            rows,
+            ids,
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
+        )
 
     async def plan_retention(
         self,
@@ -185,86 +230,81 @@ class Planner:
         *,
         force: bool = False,
         include_open: bool = False,
+        include_foreign: bool = False,
         rules: retention.Rules | None = None,
     ) -> Plan:
-        """Keep the newest ``keep`` steps, pinned ones, and what ``rules`` add; plan the rest."""
+        """Keep what the rules keep (counting valid steps only), pinned steps and steps that
+        may be in progress; plan the rest, empty step folders included."""
         if keep < 1:
             raise TargetError("--keep must be at least 1")
         rules = rules or retention.Rules(keep=keep)
-        wanted = set(trainings) if trainings is not None else None
-        q = (
-            select(
+        root = await self._root(root_id)
+        wanted = await self.resolve_trainings(root_id, trainings) if trainings is not None else None
+        async with self.db.sessions() as session:
+            q = select(
                 Step.id,
                 Step.step,
                 type_coerce(Step.pinned, Integer),
                 Step.relpath,
                 Training.id,
                 Training.name,
-                Training.relpath,
-                func.coalesce(func.sum(FileRow.size_bytes), 0),
-                func.coalesce(func.max(FileRow.mtime_ns), 0),
-            )
-            .join(Training, Training.id == Step.training_id)
-            .join(FileRow, FileRow.step_id == Step.id, isouter=True)
-            .where(Training.root_id == root_id)
-            .group_by(Step.id, Training.id)
-        )
-        async with self.db.sessions() as session:
-            all_steps = (await session.execute(q)).all()
-        root = await self._root(root_id)
-        if wanted is not None:
-            known = {r[5] for r in all_steps} | {r[6] for r in all_steps}
-            missing = sorted(wanted - known)
-            if missing:
-                raise TargetError(f"no training named {missing[0]!r} under {root}")
-        by_training: dict[int, list[Any]] = defaultdict(list)
+            ).join(Training, Training.id == Step.training_id)
+            all_steps = (await session.execute(q.where(Training.root_id == root_id))).all()
+        names: dict[int, str] = {}
         refused: list[Protected] = []
-        for r in all_steps:
-            if wanted is not None and r[5] not in wanted and r[6] not in wanted:
+        tids: set[int] = set()
+        for sid, step, pinned, rel, tid, tname in all_steps:
+            if wanted is not None and tid not in wanted:
                 continue
-            if type(r[1]) is not int or r[2] not in (0, 1) or type(r[3]) is not str:
+            if type(step) is not int or pinned not in (0, 1) or type(rel) is not str:
                 refused.append(
                     Protected(
-                        f"{root}/{r[3]}",
-                        f"refused: malformed index row (step is {r[1]!r}, pinned is {r[2]!r})",
+                        f"{root}/{rel}",
+                        f"refused: malformed index row (step is {step!r}, pinned is {pinned!r})",
                         None,
-                        r[0],
+                        sid,
                     )
                 )
                 continue
-            by_training[r[4]].append(r)
-        metrics = await self._metrics(set(by_training), rules.best.key) if rules.best else {}
+            tids.add(tid)
+            names[tid] = str(tname)
+        facts, pins = await self._training_facts(tids)
+        metrics = await self._metrics(tids, rules.best.key) if rules.best else {}
         delete_ids: list[int] = []
         kept: list[KeptStep] = []
         now_ns = time.time_ns()
-        for steps in by_training.values():
-            facts = [
-                retention.StepFacts(r[0], r[1], r[2], r[8], metrics.get(r[0], {})) for r in steps
-            ]
-            decision = retention.decide(facts, rules, now_ns)
-            delete_ids += decision.delete
-            for r in steps:
-                if r[0] in decision.keep:
-                    kept.append(
-                        KeptStep(
-                            r[0],
-                            r[5],
-                            r[1],
-                            os.path.join(root, r[3]),
-                            int(r[7]),
-                            decision.keep[r[0]],
-                        )
+        for tid, steps in facts.items():
+            verdicts = stepfacts.assess(steps, pins, newest_protection=False)
+            decision = retention.decide(
+                [
+                    retention.StepFacts(
+                        f.id,
+                        f.step,
+                        f.path in pins,
+                        f.mtime_ns,
+                        metrics.get(f.id, {}),
+                        valid=verdicts[f.id].valid,
                     )
-        plan = await self.plan_steps(root_id, delete_ids, force=force, include_open=include_open)
-        kept.sort(key=lambda k: (k.training, k.step))
-        return Plan(
-            plan.root_id,
-            plan.root,
-            plan.steps,
-            tuple(kept),
-            (*refused, *plan.protected),
-            plan.created_at,
+                    for f in steps
+                ],
+                rules,
+                now_ns,
+            )
+            delete_ids += decision.delete
+            for f in steps:
+                if f.id in decision.keep:
+                    kept.append(
+                        KeptStep(f.id, names[tid], f.step, f.path, f.size, decision.keep[f.id])
+                    )
+        plan = await self.plan_steps(
+            root_id,
+            delete_ids,
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
         )
+        kept.sort(key=lambda k: (k.training, k.step, k.path))
+        return replace(plan, keep=tuple(kept), protected=(*refused, *plan.protected))
 
     async def _metrics(
         self, training_ids: set[int], key: str
@@ -290,6 +330,26 @@ class Planner:
             out[sid] = {key: sum(nums) / len(nums) if len(nums) == len(vs) else None}
         return out
 
+    async def resolve_steps(self, root_id: int, targets: Iterable[str]) -> list[str]:
+        """Relative paths of indexed step folders named by ``targets`` (absolute or relative
+        to the working directory); anything else is refused, naming it."""
+        root = await self._root(root_id)
+        root_parts = _components(root)
+        async with self.db.sessions() as session:
+            q = select(Step.relpath).join(Training).where(Training.root_id == root_id)
+            known = {r for r in (await session.execute(q)).scalars() if isinstance(r, str)}
+        out: list[str] = []
+        for target in targets:
+            parts = _components(target)
+            rel = "/".join(parts[len(root_parts) :])
+            if parts[: len(root_parts)] != root_parts or rel not in known:
+                raise TargetError(
+                    f"{target} is not an indexed step folder under {root} "
+                    f"(run `ckpt-tui scan {root}` first?)"
+                )
+            out.append(rel)
+        return out
+
     async def plan_targets(
         self,
         root_id: int,
@@ -297,18 +357,25 @@ class Planner:
         *,
         force: bool = False,
         include_open: bool = False,
+        include_foreign: bool = False,
     ) -> Plan:
-        """CLI targets: step directories or files (or layer directories) under the root."""
+        """CLI targets: step directories, files or layer directories in them, or training
+        folders (every step of the training, then its emptied folders)."""
         root = await self._root(root_id)
         root_parts = _components(root)
         async with self.db.sessions() as session:
-            q = select(Step.id, Step.relpath).join(Training).where(Training.root_id == root_id)
-            steps = {rel: sid for sid, rel in (await session.execute(q)).all()}
+            q = (
+                select(Step.id, Step.relpath, Training.id, Training.relpath)
+                .join(Training)
+                .where(Training.root_id == root_id)
+            )
+            all_steps = (await session.execute(q)).all()
+        steps = {rel: sid for sid, rel, _t, _tr in all_steps}
         step_ids: list[int] = []
         file_ids: list[int] = []
         for target in targets:
             parts = _components(target)
-            if len(parts) <= len(root_parts) or parts[: len(root_parts)] != root_parts:
+            if len(parts) < len(root_parts) or parts[: len(root_parts)] != root_parts:
                 raise TargetError(f"{target} is not under the root {root}")
             rel = parts[len(root_parts) :]
             for n in range(len(rel), 0, -1):
@@ -316,8 +383,17 @@ class Planner:
                 if sid is not None:
                     break
             else:
+                # a training folder (or the folder holding its steps): all of its steps
+                whole = [
+                    sid
+                    for sid, _rel, _tid, trel in all_steps
+                    if isinstance(trel, str) and rel in _training_folders(trel)
+                ]
+                if whole and rel:
+                    step_ids += whole
+                    continue
                 raise TargetError(
-                    f"{target} is not an indexed step directory or file "
+                    f"{target} is not an indexed step, file or training folder "
                     f"(run `ckpt-tui scan {root}` first?)"
                 )
             if n == len(rel):
@@ -337,35 +413,98 @@ class Planner:
             rows += await self._rows(Step.id.in_(step_ids[i : i + CHUNK]))
         for i in range(0, len(file_ids), CHUNK):
             rows += await self._rows(FileRow.id.in_(file_ids[i : i + CHUNK]))
-        return await self._build(root_id, rows, force=force, include_open=include_open)
-
-    async def _build(
-        self, root_id: int, rows: list[_Row], *, force: bool, include_open: bool
-    ) -> Plan:
-        root = await self._root(root_id)
-        newest, counts = await self._facts({r.tid for r in rows})
-        busy = await asyncio.to_thread(open_files) if self.protection.open_files and rows else {}
-        # Checking 100k rows is pure CPU: off the event loop, so a face stays responsive.
-        return await asyncio.to_thread(
-            self._assemble, root_id, root, rows, newest, counts, busy, force, include_open
+        return await self._build(
+            root_id,
+            rows,
+            step_ids,
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
         )
 
-    def _assemble(
+    async def _build(
         self,
         root_id: int,
-        root: str,
         rows: list[_Row],
-        newest: dict[int, int],
-        counts: dict[int, int],
-        busy: dict[tuple[int, int], str],
+        step_ids: Iterable[int],
+        *,
         force: bool,
         include_open: bool,
+        include_foreign: bool,
     ) -> Plan:
+        root = await self._root(root_id)
+        wanted_steps = set(step_ids)
+        tids = {r.tid for r in rows if type(r.tid) is int}
+        if wanted_steps:
+            async with self.db.sessions() as session:
+                for i in range(0, len(sorted(wanted_steps)), CHUNK):
+                    chunk = sorted(wanted_steps)[i : i + CHUNK]
+                    q = select(Step.training_id).where(Step.id.in_(chunk)).distinct()
+                    tids.update(t for t in (await session.execute(q)).scalars() if type(t) is int)
+        facts, pins = await self._training_facts(tids)
+        trelpaths, tnames = await self._training_paths(tids)
+        busy = await asyncio.to_thread(open_files) if self.protection.open_files and rows else {}
+        ctx = _Context(
+            root_id,
+            root,
+            facts,
+            pins,
+            trelpaths,
+            tnames,
+            busy,
+            wanted_steps,
+            force,
+            include_open,
+            include_foreign,
+        )
+        # Checking 100k rows is pure CPU: off the event loop, so a face stays responsive.
+        return await asyncio.to_thread(self._assemble, rows, ctx)
+
+    async def _training_paths(self, tids: set[int]) -> tuple[dict[int, str], dict[int, str]]:
+        """(relpath, name) of each training."""
+        rels: dict[int, str] = {}
+        names: dict[int, str] = {}
+        ids = sorted(tids)
+        async with self.db.sessions() as session:
+            for i in range(0, len(ids), CHUNK):
+                q = select(Training.id, Training.relpath, Training.name).where(
+                    Training.id.in_(ids[i : i + CHUNK])
+                )
+                for t, rel, name in (await session.execute(q)).all():
+                    if type(rel) is str:
+                        rels[t] = rel
+                    names[t] = str(name)
+        return rels, names
+
+    def _assemble(self, rows: list[_Row], ctx: _Context) -> Plan:
+        root = ctx.root
         now_ns = time.time_ns()
         recent_ns = int(self.protection.recent_seconds * 1e9)
         protected: list[Protected] = []
+        foreign: list[ForeignFile] = []
         chosen: dict[int, list[PlannedFile]] = defaultdict(list)
-        meta: dict[int, _Row] = {}
+        step_of: dict[int, stepfacts.StepFact] = {}
+        verdict: dict[int, stepfacts.Assessment] = {}
+        for training_steps in ctx.facts.values():
+            verdicts = stepfacts.assess(
+                training_steps, ctx.pins, newest_protection=self.protection.newest_step
+            )
+            for fact in training_steps:
+                step_of[fact.id] = fact
+                verdict[fact.id] = verdicts[fact.id]
+        step_refused: dict[int, str] = {}  # a whole step protected for one reason: listed once
+
+        def step_reason(sid: int) -> str | None:
+            a = verdict.get(sid)
+            if a is None:
+                return None
+            for why in a.protection:
+                if why == stepfacts.PINNED:
+                    return "pinned"
+                if not ctx.force and why.startswith(("newest", "newer", "no valid")):
+                    return f"{why}; --force to include"
+            return None
+
         seen: set[int] = set()
         good: list[_Row] = []
         for r in rows:
@@ -384,11 +523,17 @@ class Planner:
                     r.fid if type(r.fid) is int else None,
                 )
             )
+        meta: dict[int, _Row] = {}
         for r in sorted(good, key=lambda r: (r.training, r.step, r.step_rel, r.relpath)):
             if r.fid in seen:
                 continue
             seen.add(r.fid)
             parts = layout.validate_file_record(r.step_rel, r.relpath)
+            path = f"{root}/{r.step_rel}/{r.relpath}"
+            whole_reason = step_reason(r.sid)
+            if parts is not None and whole_reason is not None:
+                step_refused.setdefault(r.sid, whole_reason)
+                continue
             reason = None
             needs_confirm = False
             if parts is None:
@@ -397,18 +542,16 @@ class Planner:
                 reason = ALREADY_DELETING
             elif r.status == FileStatus.SPECIAL:
                 reason = "not a regular file; never deleted"
-            elif r.pinned:
-                reason = "pinned"
-            elif not force and self.protection.newest_step and newest.get(r.tid) == r.step:
-                reason = "newest step of its training (may still be written); --force to include"
-            elif not force and recent_ns and now_ns - r.mtime_ns < recent_ns:
+            elif r.role == ROLE_FOREIGN and not ctx.include_foreign:
+                foreign.append(ForeignFile(path, r.size, r.sid))
+                continue
+            elif not ctx.force and recent_ns and now_ns - r.mtime_ns < recent_ns:
                 age = max(0, (now_ns - r.mtime_ns) // 1_000_000_000)
                 reason = f"modified {age} s ago (may still be written); --force to include"
-            elif (r.dev, r.inode) in busy and not include_open:
-                reason = f"open in {busy[(r.dev, r.inode)]}; needs a second confirmation"
+            elif (r.dev, r.inode) in ctx.busy and not ctx.include_open:
+                reason = f"open in {ctx.busy[(r.dev, r.inode)]}; needs a second confirmation"
                 needs_confirm = True
             if reason is not None:
-                path = f"{root}/{r.step_rel}/{r.relpath}"
                 protected.append(Protected(path, reason, r.fid, r.sid, needs_confirm))
                 continue
             assert parts is not None
@@ -423,22 +566,122 @@ class Planner:
                     mtime_ns=r.mtime_ns,
                     nlink=r.nlink,
                     is_symlink=r.status == FileStatus.SYMLINK,
+                    dev=r.dev,
                 )
             )
-        steps = tuple(
-            PlannedStep(
-                step_id=sid,
-                training=meta[sid].training,
-                training_id=meta[sid].tid,
-                step=meta[sid].step,
-                path=os.path.join(root, meta[sid].step_rel),
-                relparts=layout.validate_step_record(meta[sid].step_rel) or (),
-                files=tuple(files),
-                whole=len(files) == counts.get(sid, 0),
+        for sid, why in step_refused.items():
+            protected.append(Protected(step_of[sid].path, why, None, sid))
+        # Selected steps with no files at all (a bare mkdir, debris of an older cleaner):
+        # planned as rmdir-only, unless protected.
+        for sid in sorted(ctx.wanted_steps - set(chosen) - set(step_refused)):
+            empty = step_of.get(sid)
+            if empty is None or empty.files:
+                continue
+            empty_why = step_reason(sid)
+            if layout.validate_step_record(empty.relpath) is None:
+                protected.append(Protected(empty.path, "refused: not a valid step path", None, sid))
+            elif empty_why is not None:
+                protected.append(Protected(empty.path, empty_why, None, sid))
+            else:
+                chosen[sid] = []
+        _settle_links(chosen)
+        steps: list[PlannedStep] = []
+        for sid, files in chosen.items():
+            sf = step_of.get(sid)
+            row = meta.get(sid)
+            if sf is not None:
+                tid, number, step_rel = sf.training_id, sf.step, sf.relpath
+            elif row is not None:  # not assessed (malformed siblings): the row's own facts
+                tid, number, step_rel = row.tid, row.step, row.step_rel
+            else:
+                continue
+            steps.append(
+                PlannedStep(
+                    step_id=sid,
+                    training=ctx.training_names.get(tid, row.training if row else ""),
+                    training_id=tid,
+                    step=number,
+                    path=os.path.join(root, step_rel),
+                    relparts=layout.validate_step_record(step_rel) or (),
+                    files=tuple(files),
+                    whole=sf is not None and len(files) == sf.files,
+                )
             )
-            for sid, files in chosen.items()
+        steps.sort(key=lambda s: (s.training, s.step, s.path))
+        return Plan(
+            ctx.root_id,
+            root,
+            tuple(steps),
+            (),
+            tuple(protected),
+            time.time(),
+            foreign=tuple(foreign),
+            training_dirs=self._emptied_trainings(steps, ctx),
         )
-        return Plan(root_id, root, steps, (), tuple(protected), time.time())
+
+    @staticmethod
+    def _emptied_trainings(steps: list[PlannedStep], ctx: _Context) -> tuple[tuple[str, ...], ...]:
+        """Folders above the steps to rmdir-if-empty afterwards: for each training all of
+        whose steps go whole, the folder holding the steps, then the training folder (when
+        the former is ``checkpoints/``); deepest first, never the root."""
+        planned: dict[int, set[int]] = defaultdict(set)
+        for s in steps:
+            if s.whole:
+                planned[s.training_id].add(s.step_id)
+        out: list[tuple[str, ...]] = []
+        for tid, sids in planned.items():
+            all_steps = {f.id for f in ctx.facts.get(tid, [])}
+            rel = ctx.training_relpaths.get(tid)
+            if rel is None or not all_steps or sids != all_steps:
+                continue
+            parts = layout.split_relpath(rel) if rel else None
+            if not parts:
+                continue  # the steps sit in the root itself: the root is never removed
+            out.append(parts)
+            if parts[-1] == layout.CHECKPOINTS_DIR and len(parts) > 1:
+                out.append(parts[:-1])
+        return tuple(sorted(set(out), key=lambda p: (-len(p), p)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    root_id: int
+    root: str
+    facts: dict[int, list[stepfacts.StepFact]]
+    pins: set[str]
+    training_relpaths: dict[int, str]
+    training_names: dict[int, str]
+    busy: dict[tuple[int, int], str]
+    wanted_steps: set[int]
+    force: bool
+    include_open: bool
+    include_foreign: bool
+
+
+def _settle_links(files_by_step: dict[int, list[PlannedFile]]) -> None:
+    """A hard-linked file frees its bytes once, when its last link goes: when every link is
+    in the plan, the last one in deletion order is marked ``last_link``; with a link
+    outside the plan, none frees anything (``nlink`` as scanned)."""
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    for sid, files in files_by_step.items():
+        for i, f in enumerate(files):
+            if f.nlink > 1 and not f.is_symlink:
+                groups[(f.dev, f.inode)].append((sid, i))
+    for members in groups.values():
+        first_sid, first_i = members[0]
+        nlink = files_by_step[first_sid][first_i].nlink
+        if len(members) >= nlink:
+            sid, i = members[-1]
+            files_by_step[sid][i] = replace(files_by_step[sid][i], last_link=True)
+
+
+def _training_folders(steps_parent: str) -> tuple[tuple[str, ...], ...]:
+    """The folders that name a whole training: the steps' parent, and the folder above it
+    when that is ``checkpoints/``."""
+    parts = tuple(p for p in steps_parent.split("/") if p)
+    if parts and parts[-1] == layout.CHECKPOINTS_DIR:
+        return (parts, parts[:-1])
+    return (parts,)
 
 
 def _number(value: object) -> float | None:

@@ -1,7 +1,10 @@
 """Retention rules: which steps of a training to keep, each with every reason it is kept (pure).
 
 Rules combine as a union: a step is kept if any rule keeps it, and it shows every reason.
-The newest step and pinned steps are always kept.
+The rules count *valid* steps only (complete, every checkpoint file valid): the newest valid
+step, pinned steps, and incomplete steps newer than the newest valid one (a save that may
+be in progress) are always kept; an empty or broken step older than it is planned like any
+other.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+IN_PROGRESS = "newer than the newest valid step: may be in progress"
+NO_VALID = "no valid step in this training yet: may be in progress"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -25,6 +30,7 @@ class StepFacts:
     pinned: bool
     mtime_ns: int
     metrics: dict[str, float | None] = field(default_factory=dict)  # None: present, not numeric
+    valid: bool = True  # complete and every checkpoint file valid (stepfacts.assess)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,23 +122,27 @@ def decide(steps: Iterable[StepFacts], rules: Rules, now_ns: int = 0) -> Decisio
     def add(sid: int, why: str) -> None:
         reasons.setdefault(sid, []).append(why)
 
-    newest = ordered[-1].step if ordered else None
-    for i, s in enumerate(reversed(ordered)):
+    valid = [s for s in ordered if s.valid]
+    newest = valid[-1].step if valid else None
+    for i, s in enumerate(reversed(valid)):
         if s.step == newest:  # two directories can carry the newest number: keep both
             add(s.id, "newest")
         elif i < rules.keep:
             add(s.id, f"keep newest {rules.keep}")
     for s in ordered:
+        if not s.valid and (newest is None or s.step > newest):
+            add(s.id, NO_VALID if newest is None else IN_PROGRESS)
+    for s in ordered:
         if s.pinned:
             add(s.id, "pinned")
     if rules.every:
-        kept = every_k(ordered, rules.every)
-        for s in ordered:
+        kept = every_k(valid, rules.every)
+        for s in valid:
             if s.id in kept:
                 add(s.id, f"every {rules.every}")
     if rules.best is not None:
-        top, unknown = best_n(ordered, rules.best)
-        for s in ordered:
+        top, unknown = best_n(valid, rules.best)
+        for s in valid:
             if s.id in top:
                 add(s.id, f"best {rules.best.key}")
             elif s.id in unknown:

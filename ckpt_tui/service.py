@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Integer as _Int
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ckpt_tui import fs
-from ckpt_tui.db import Database, FileRow, Root, Step, Training, open_database
+from ckpt_tui import fs, stepfacts
+from ckpt_tui.db import Database, FileRow, Pin, Root, Step, Training, open_database
 from ckpt_tui.deletion import Deleter
 from ckpt_tui.errors import RootError
 from ckpt_tui.planning import Planner, Protection
@@ -216,49 +216,18 @@ class CheckpointService:
     async def _steps(
         self, session: AsyncSession, training_ids: list[int]
     ) -> dict[int, list[StepInfo]]:
-        roots = dict(
-            (
-                await session.execute(
-                    select(Training.id, Root.path)
-                    .join(Root, Root.id == Training.root_id)
-                    .where(Training.id.in_(training_ids))
-                )
-            ).all()
-        )
-        q = (
-            select(
-                Step.training_id,
-                Step.id,
-                Step.step,
-                Step.dirname,
-                Step.relpath,
-                Step.pinned,
-                Step.unit,
-                Step.problems,
-                Step.config,
-                func.count(FileRow.id),
-                func.count(func.distinct(FileRow.layer)),
-                func.coalesce(func.sum(FileRow.size_bytes), 0),
-                func.coalesce(func.sum(FileRow.disk_bytes), 0),
-                func.coalesce(func.max(FileRow.mtime_ns), 0),
-                func.sum(FileRow.status.in_([s.value for s in BAD_STATUSES]).cast(_Int)),
-                func.sum(
-                    (
-                        FileRow.error.is_not(None)
-                        & FileRow.status.not_in([s.value for s in BAD_STATUSES])
-                    ).cast(_Int)
-                ),
-                func.sum(FileRow.relpath.like("%.tmp%").cast(_Int)),
+        facts = await stepfacts.step_facts(session, training_ids)
+        pins = await stepfacts.load_pins(session)
+        out: dict[int, list[StepInfo]] = {}
+        for tid, steps in facts.items():
+            verdicts = stepfacts.assess(
+                steps,
+                pins,
+                recent_seconds=self.protection.recent_seconds,
+                newest_protection=self.protection.newest_step,
             )
-            .join(FileRow, FileRow.step_id == Step.id, isouter=True)
-            .where(Step.training_id.in_(training_ids))
-            .group_by(Step.id)
-            .order_by(Step.training_id, Step.step, Step.relpath)
-        )
-        grouped: dict[int, list[Any]] = {tid: [] for tid in roots}
-        for row in (await session.execute(q)).all():
-            grouped.setdefault(row[0], []).append(row)
-        return {tid: _step_infos(tid, roots.get(tid, ""), rows) for tid, rows in grouped.items()}
+            out[tid] = [_step_info(s, verdicts[s.id], s.path in pins) for s in steps]
+        return out
 
     async def files(self, step_id: int) -> list[FileInfo]:
         """Files of one step, layer order first, then path."""
@@ -333,18 +302,71 @@ class CheckpointService:
         """(file, step, training, size, pinned) for every file under a root: marking without
         loading steps."""
         q = (
-            select(FileRow.id, FileRow.step_id, Step.training_id, FileRow.size_bytes, Step.pinned)
+            select(FileRow.id, FileRow.step_id, Step.training_id, FileRow.size_bytes, Step.relpath)
             .join(Step, Step.id == FileRow.step_id)
             .join(Training, Training.id == Step.training_id)
             .where(Training.root_id == root_id)
         )
         async with self.db.sessions() as session:
-            return [FileBrief(*r) for r in (await session.execute(q)).all()]
+            root = await session.get(Root, root_id)
+            prefix = (root.path.rstrip("/") + "/") if root is not None else ""
+            pins = {
+                p[len(prefix) :] for p in await stepfacts.load_pins(session) if p.startswith(prefix)
+            }
+            return [
+                FileBrief(fid, sid, tid, size, rel in pins)
+                for fid, sid, tid, size, rel in (await session.execute(q)).all()
+            ]
 
     async def set_pinned(self, step_ids: Iterable[int], pinned: bool) -> None:
-        ids = list(step_ids)
+        """Pin or unpin steps. A pin belongs to the step folder (its absolute path), so it
+        holds under every root that contains the folder and survives re-scans and renames
+        away and back."""
+        ids = sorted(set(step_ids))
         async with self.db.sessions() as session, session.begin():
-            await session.execute(update(Step).where(Step.id.in_(ids)).values(pinned=pinned))
+            q = (
+                select(Root.path, Step.relpath)
+                .join(Training, Training.root_id == Root.id)
+                .join(Step, Step.training_id == Training.id)
+                .where(Step.id.in_(ids))
+            )
+            paths = {_join(root, rel) for root, rel in (await session.execute(q)).all()}
+            await self._set_pins(session, paths, pinned)
+
+    async def set_pinned_paths(
+        self, root_id: int, targets: Iterable[str], pinned: bool
+    ) -> list[str]:
+        """Pin or unpin step folders named by path (the CLI's ``pin``/``unpin``); each must be
+        an indexed step of the root. Returns the step paths."""
+        root = await self.root_by_id(root_id)
+        steps = await self.planner.resolve_steps(root_id, targets)
+        async with self.db.sessions() as session, session.begin():
+            paths = {_join(root.path, rel) for rel in steps}
+            await self._set_pins(session, paths, pinned)
+        return sorted(paths)
+
+    async def _set_pins(self, session: AsyncSession, paths: set[str], pinned: bool) -> None:
+        if not paths:
+            return
+        existing = await stepfacts.load_pins(session)
+        if pinned:
+            now = time.time()
+            for path in sorted(paths - existing):
+                session.add(Pin(path=path, pinned_at=now))
+        else:
+            await session.execute(delete(Pin).where(Pin.path.in_(sorted(paths))))
+        # the steps' own column mirrors the pins (every root that holds the folder)
+        for root_id, root_path in (await session.execute(select(Root.id, Root.path))).all():
+            prefix = root_path.rstrip("/") + "/"
+            rels = [p[len(prefix) :] for p in paths if p.startswith(prefix)]
+            if not rels:
+                continue
+            in_root = select(Training.id).where(Training.root_id == root_id)
+            await session.execute(
+                update(Step)
+                .where(Step.relpath.in_(rels), Step.training_id.in_(in_root.scalar_subquery()))
+                .values(pinned=pinned)
+            )
 
     # planning and deletion ----------------------------------------------------------------
 
@@ -446,61 +468,28 @@ class CheckpointService:
         return path or ""
 
 
-def _step_infos(training_id: int, root_path: str, rows: list[Any]) -> list[StepInfo]:
-    """StepInfo rows of one training; a step with fewer layers than its fullest sibling is
-    flagged incomplete."""
-    most_layers = max((r[10] for r in rows), default=0)
-    out = []
-    for (
-        _tid,
-        sid,
-        step,
-        dirname,
-        rel,
-        pinned,
-        unit,
-        scan_problems,
-        config,
-        nfiles,
-        layers,
-        size,
-        disk,
-        mtime,
-        bad,
-        errs,
-        tmp,
-    ) in rows:
-        problems = list(scan_problems or [])
-        if layers < most_layers:
-            problems.append(f"{layers} of {most_layers} layers")
-        if bad:
-            problems.append(f"{bad} file(s) not valid safetensors")
-        if errs:
-            problems.append(f"{errs} file(s) failed to delete")
-        if tmp:
-            problems.append("stray temporary file")
-        if nfiles == 0:
-            problems.append("no files")
-        out.append(
-            StepInfo(
-                id=sid,
-                training_id=training_id,
-                step=step,
-                dirname=dirname,
-                path=_join(root_path, rel),
-                file_count=nfiles,
-                layer_count=layers,
-                size_bytes=int(size),
-                disk_bytes=int(disk),
-                mtime_ns=int(mtime),
-                pinned=bool(pinned),
-                incomplete=bool(problems),
-                problems=tuple(problems),
-                unit=unit,
-                config=tuple((config or {}).items()),
-            )
-        )
-    return out
+def _step_info(s: stepfacts.StepFact, a: stepfacts.Assessment, pinned: bool) -> StepInfo:
+    return StepInfo(
+        id=s.id,
+        training_id=s.training_id,
+        step=s.step,
+        dirname=s.dirname,
+        path=s.path,
+        file_count=s.files,
+        layer_count=s.layers,
+        size_bytes=s.size,
+        disk_bytes=s.disk,
+        mtime_ns=s.mtime_ns,
+        pinned=pinned,
+        incomplete=not a.valid,
+        problems=a.problems,
+        unit=s.unit,
+        config=s.config,
+        valid=a.valid,
+        protection=a.protection,
+        foreign_count=s.foreign,
+        foreign_bytes=s.foreign_bytes,
+    )
 
 
 def _join(root: str, rel: str) -> str:

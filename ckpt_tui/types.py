@@ -150,6 +150,12 @@ class PlannedFile:
     mtime_ns: int
     nlink: int
     is_symlink: bool = False  # the link itself goes; its target is never touched or counted
+    dev: int = 0
+    last_link: bool = False  # every hard link is in the plan and this one goes last
+
+    @property
+    def frees(self) -> bool:
+        return not self.is_symlink and (self.nlink <= 1 or self.last_link)
 
     @property
     def path_rel(self) -> str:
@@ -158,11 +164,11 @@ class PlannedFile:
     @property
     def freed_bytes(self) -> int:
         """Bytes this unlink gives back: nothing for a link or a file with other hard links."""
-        return self.size_bytes if self.nlink <= 1 and not self.is_symlink else 0
+        return self.size_bytes if self.frees else 0
 
     @property
     def freed_disk_bytes(self) -> int:
-        return self.disk_bytes if self.nlink <= 1 and not self.is_symlink else 0
+        return self.disk_bytes if self.frees else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +232,8 @@ class Plan:
     protected: tuple[Protected, ...] = ()
     created_at: float = 0.0
     foreign: tuple[ForeignFile, ...] = ()  # kept (not in ``steps``) unless include_foreign
+    # folders above the steps to rmdir-if-empty after them (a whole training), deepest first
+    training_dirs: tuple[tuple[str, ...], ...] = ()
 
     @property
     def files(self) -> tuple[PlannedFile, ...]:
