@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
+# Start-up is paid by every command, so this module imports only click and what --help and
+# --version need. Each command imports its own machinery (the service pulls in SQLAlchemy,
+# clifmt pulls in humanize and rich, the TUI pulls in textual) inside its body;
+# tests/test_cli_imports.py checks this.
 import functools
-import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ckpt_tui import __version__, export
-from ckpt_tui.clifmt import (
-    Progress,
-    plan_json,
-    print_plan,
-    print_result,
-    print_scan,
-    print_tree,
-    result_json,
-    tree_json,
-)
-from ckpt_tui.deletion import deletion_lock
+from ckpt_tui import __version__
 from ckpt_tui.errors import CkptError, TargetError
-from ckpt_tui.planning import ALREADY_DELETING, Protection
-from ckpt_tui.retention import Rules, parse_best, parse_duration
-from ckpt_tui.service import CheckpointService
-from ckpt_tui.types import DeleteProgress, Plan
+
+if TYPE_CHECKING:
+    from ckpt_tui.service import CheckpointService
+    from ckpt_tui.types import DeleteProgress, Plan
 
 T = TypeVar("T")
 EXIT_FAILED = 1  # some items failed, or the user's input was refused
@@ -57,6 +47,8 @@ class _RootOrCommand(click.Group):
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     return asyncio.run(coro)
 
 
@@ -140,6 +132,8 @@ def main(ctx: click.Context, db: str | None, demo: bool, read_only: bool, verbos
     ckpt-tui rm    ROOT TARGET...    delete step directories or files
     """
     if verbose:
+        import logging
+
         logging.basicConfig(
             level=logging.DEBUG if verbose > 1 else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",
@@ -171,6 +165,10 @@ def _open_tui(root: str | None, db: str | None, demo: bool, read_only: bool) -> 
 @_guard
 def scan(root: str, db: str | None, as_json: bool) -> int:
     """Index ROOT (incremental: unchanged files are not read again)."""
+    import json
+
+    from ckpt_tui.clifmt import Progress, print_scan
+    from ckpt_tui.service import CheckpointService
 
     async def go() -> int:
         async with await CheckpointService.open(db) as svc:
@@ -225,6 +223,12 @@ def ls_cmd(
     root: str, db: str | None, trainings: tuple[str, ...], as_json: bool, fmt: str | None
 ) -> int:
     """List trainings, steps and files of ROOT (scanning it first if it is not indexed)."""
+    import json
+
+    from ckpt_tui import export
+    from ckpt_tui.clifmt import print_tree, tree_json
+    from ckpt_tui.service import CheckpointService
+
     fmt = fmt or ("json" if as_json else "table")
 
     async def go() -> int:
@@ -326,6 +330,8 @@ def prune(
 
     Rules combine as a union, and each kept step shows every reason it is kept.
     """
+    from ckpt_tui.retention import Rules, parse_best, parse_duration
+
     try:
         rules = Rules(
             keep=keep,
@@ -383,6 +389,13 @@ async def _delete_flow(
     as_json: bool,
     recent: float,
 ) -> int:
+    import json
+
+    from ckpt_tui.clifmt import Progress, plan_json, print_plan, print_result, result_json
+    from ckpt_tui.deletion import deletion_lock
+    from ckpt_tui.planning import ALREADY_DELETING, Protection
+    from ckpt_tui.service import CheckpointService
+
     async with await CheckpointService.open(
         db, protection=Protection(recent_seconds=recent)
     ) as svc:

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import humanize
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichProgress
 
 from ckpt_tui.types import (
     DeleteProgress,
@@ -29,6 +18,10 @@ from ckpt_tui.types import (
     ScanResult,
     TrainingTree,
 )
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
 SHOW_PATHS = 10  # plan listings show this many steps before "... and N more"
 
@@ -251,7 +244,7 @@ def print_result(result: ExecuteResult) -> None:
 
 
 class Progress:
-    """A rich progress bar on stderr, only when stderr is a terminal."""
+    """A rich progress bar on stderr, only when stderr is a terminal (rich is imported then)."""
 
     def __init__(self, bar: RichProgress, task: TaskID) -> None:
         self.bar = bar
@@ -261,6 +254,10 @@ class Progress:
     def for_scan(cls, *, enabled: bool) -> Progress | None:
         if not (enabled and sys.stderr.isatty()):
             return None
+        from rich.console import Console
+        from rich.progress import BarColumn, TextColumn
+        from rich.progress import Progress as RichProgress
+
         bar = RichProgress(
             TextColumn("scanning"),
             BarColumn(),
@@ -275,6 +272,17 @@ class Progress:
     def for_delete(cls, plan: Plan, *, enabled: bool) -> Progress | None:
         if not (enabled and sys.stderr.isatty()) or plan.empty:
             return None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
         bar = RichProgress(
             TextColumn("deleting"),
             BarColumn(),
