@@ -94,17 +94,17 @@ class Scanner:
         )
         if training_rel is not None:
             scope = scope.where(T.relpath == training_rel)
-        q3 = select(F.step_id, F.relpath, F.id, F.inode, F.size_bytes, F.mtime_ns, F.nlink).where(
-            F.step_id.in_(scope.scalar_subquery())
-        )
+        q3 = select(
+            F.step_id, F.relpath, F.id, F.inode, F.size_bytes, F.mtime_ns, F.nlink, F.role
+        ).where(F.step_id.in_(scope.scalar_subquery()))
         rel_of = {sid: rel for (_tid, rel), sid in self.step_ids.items()}
         by_step: dict[int, dict[str, KnownRow]] = {}
         file_ids = self.file_ids
-        for sid, rel, fid, ino, size, mtime, nlink in (await session.execute(q3)).all():
+        for sid, rel, fid, ino, size, mtime, nlink, role in (await session.execute(q3)).all():
             rows = by_step.get(sid)
             if rows is None:
                 rows = by_step[sid] = {}
-            rows[rel] = (fid, ino, size, mtime, nlink)
+            rows[rel] = (fid, ino, size, mtime, nlink, role)
             file_ids[fid] = sid
         known: KnownIndex = {rel_of[sid]: rows for sid, rows in by_step.items()}
         return known
@@ -151,7 +151,9 @@ class Scanner:
 
         def run_walk() -> WalkStats:
             try:
-                return walker.walk(start)
+                # one training: only the folders directly in its relpath (its steps); a
+                # nested family of steps is another training, outside this scan's rows
+                return walker.walk(start, descend=training_rel is None)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
@@ -293,7 +295,7 @@ class Scanner:
                         new_files.append(_file_values(f, sid))
                         continue
                     seen_files.add(f.file_id)
-                    # same content (only nlink changed): refresh the stat facts only
+                    # same content (only nlink or role changed): refresh those facts only
                     values = _stat_values(f) if f.header_reused else _file_values(f, None)
                     await session.execute(
                         update(FileRow).where(FileRow.id == f.file_id).values(**values)
@@ -383,6 +385,7 @@ def _stat_values(f: ScannedFile) -> dict[str, Any]:
         "dev": f.dev,
         "nlink": f.nlink,
         "mtime_ns": f.mtime_ns,
+        "role": f.role,
     }
 
 

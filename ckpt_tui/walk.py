@@ -5,8 +5,15 @@ directories cannot hit the recursion limit. Header reads are skipped for files w
 (inode, size, mtime_ns) match what the index already holds, and files whose
 (inode, size, mtime_ns, nlink) match produce no row to write at all.
 
+A step is recognised by its name and its content (``layout``): a folder whose name may be a
+step is listed once, and that listing decides — ``checkpoint_<n>`` is a step unless it holds
+other step folders, ``<n>``/``final_<n>`` only when it holds SAELens weights — and is then
+reused, to list the step's files or to walk into the folder. Every file under a step gets a
+role: an artifact its layout names, or foreign.
+
 Performance notes (benchmarks/README.md has the numbers): directories are recognised from
-``d_type`` (no stat); only files are stat'ed, which makes the walk as fast as ``du -s``.
+``d_type`` (no stat); only files are stat'ed, each directory is listed once, which makes the
+walk as fast as ``du -s``.
 A first scan is bound by header validation (pure Python, GIL-held), so a thread pool for
 header reads does not help on 2 cores; it is available as ``header_workers`` for hosts
 where the filesystem, not the CPU, is slow (network filesystems).
@@ -30,7 +37,11 @@ from ckpt_tui.types import FileStatus
 
 MAX_DEPTH = 64  # directories deeper than this below the root are not searched for steps
 MAX_STORED_TENSORS = 256  # keep the index small for models with thousands of tensors
-SAFETENSORS_SUFFIX = ".safetensors"
+SAFETENSORS_SUFFIX = layout.SAFETENSORS_SUFFIX
+ROLE_ARTIFACT = layout.ROLE_ARTIFACT
+# Step problems found by the walk (stored in steps.problems, shown to users)
+EMPTY = "empty"  # no file at all under the step folder
+NO_ARTIFACTS = "no checkpoint files"  # only files its layout does not name
 
 
 @dataclass(slots=True)
@@ -49,10 +60,14 @@ class ScannedFile:
     meta: dict[str, str] | None = None
     error: str | None = None
     header_read: bool = False  # the header was read in this scan
-    header_reused: bool = False  # unchanged content, only stat facts (nlink) changed
+    header_reused: bool = False  # unchanged content: only stat facts (nlink) or role changed
     file_id: int | None = None  # the index row this file updates, if any
     path: str = ""  # absolute path, while a header read is pending
     role: str = "artifact"  # or "foreign": not a file the step's layout names (db ROLE_*)
+
+
+RawFile = tuple[str, str | None, str, os.stat_result, int, str]
+Entries = list[os.DirEntry[str]]
 
 
 @dataclass(slots=True)
@@ -67,8 +82,9 @@ class ScannedStep:
     unit: str = "step"
     problems: list[str] = field(default_factory=list)  # found at scan time (missing shards, ...)
     config: dict[str, str] | None = None  # SAELens cfg.json summary
-    # (relpath, first component, absolute path, lstat, size) of every file, until resolved
-    raw: list[tuple[str, str | None, str, os.stat_result, int]] = field(default_factory=list)
+    layout: str = ""  # layout.LAYOUT_*: decides which files are artifacts
+    # (relpath, first component, absolute path, lstat, size, role) of every file, until resolved
+    raw: list[RawFile] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -107,8 +123,9 @@ def _display_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-# (file id, inode, size, mtime_ns, nlink) of an index row; keyed by step relpath, file relpath
-KnownRow = tuple[int, int, int, int, int]
+# (file id, inode, size, mtime_ns, nlink, role) of an index row; keyed by step relpath, file
+# relpath. The role is compared too: it changes when a step's layout does (a layer appeared).
+KnownRow = tuple[int, int, int, int, int, str]
 KnownIndex = dict[str, dict[str, KnownRow]]
 
 BATCH_FILES = 2000  # files per emitted batch of steps
@@ -150,11 +167,13 @@ class Walker:
         self._out_files = 0
         self._out_since = time.monotonic()
 
-    def walk(self, start: tuple[str, ...] = ()) -> WalkStats:
+    def walk(self, start: tuple[str, ...] = (), *, descend: bool = True) -> WalkStats:
+        """Walk from ``start`` (components below the root). With ``descend=False`` only the
+        folders directly inside ``start`` are looked at (one training's steps)."""
         if self.header_workers > 1:
             self._pool = ThreadPoolExecutor(self.header_workers, thread_name_prefix="ckpt-hdr")
         try:
-            self._walk(start)
+            self._walk(start, descend)
             self._flush()
         finally:
             if self._pool is not None:
@@ -162,69 +181,135 @@ class Walker:
                 self._pool = None
         return self.stats
 
-    def _walk(self, start: tuple[str, ...]) -> None:
-        stack: list[tuple[tuple[str, ...], str]] = [(start, os.path.join(self.root, *start))]
+    def _list(self, path: str) -> Entries | None:
+        """One directory's entries (a single scandir), or None with a note."""
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError as err:
+            self.stats.notes.append(f"skipped {path}: {describe_oserror(err)}")
+            return None
+        self.stats.dirs += 1
+        return entries
+
+    def _walk(self, start: tuple[str, ...], descend: bool) -> None:
+        # (components, path, entries if already listed, listings of its children if any)
+        stack: list[tuple[tuple[str, ...], str, Entries | None, dict[str, Entries] | None]] = [
+            (start, os.path.join(self.root, *start), None, None)
+        ]
         notes = self.stats.notes
         while stack and not self.cancelled():
-            parts, path = stack.pop()
-            try:
-                with os.scandir(path) as it:
-                    entries = sorted(it, key=_entry_name, reverse=True)
-            except OSError as err:
-                notes.append(f"skipped {path}: {describe_oserror(err)}")
-                continue
-            self.stats.dirs += 1
+            parts, path, entries, listed = stack.pop()
+            if entries is None:
+                entries = self._list(path)
+                if entries is None:
+                    continue
+            entries.sort(key=_entry_name, reverse=True)
             training: tuple[str, str] | None = None  # (relpath, name), once per directory
+            deeper = descend and len(parts) < MAX_DEPTH
             for entry in entries:
                 if not entry.is_dir(follow_symlinks=False):
-                    if entry.is_symlink() and layout.step_for_dir(parts, entry.name):
+                    if entry.is_symlink() and layout.parse_step_dir(entry.name) is not None:
                         notes.append(f"not followed: step directory {entry.path} is a symlink")
                     continue
                 name = entry.name
                 if not name.isascii() and _display_name(name) != name:
                     notes.append(f"skipped {entry.path!r}: name is not UTF-8")
                     continue
-                found = layout.step_for_dir(parts, name)
-                if found is not None:
-                    if training is None:
-                        tparts = layout.training_dir_for(parts)
-                        tname = tparts[-1] if tparts else os.path.basename(self.root)
-                        training = (layout.join_parts(tparts), tname)
-                    rel = f"{layout.join_parts(parts)}/{name}" if parts else name
-                    scanned = ScannedStep(
-                        training[0], training[1], found[0], name, rel, unit=found[1]
-                    )
-                    self._step(scanned, entry.path)
-                elif len(parts) < MAX_DEPTH:
-                    stack.append(((*parts, name), entry.path))
-                else:
-                    notes.append(
-                        f"not searched below {entry.path}: deeper than {MAX_DEPTH} directories"
-                    )
+                found = layout.step_candidate(name)
+                if found is None:
+                    if deeper:
+                        stack.append(((*parts, name), entry.path, None, None))
+                    elif descend:
+                        notes.append(
+                            f"not searched below {entry.path}: deeper than {MAX_DEPTH} directories"
+                        )
+                    continue
+                inner = listed.get(name) if listed else None
+                if inner is None:
+                    inner = self._list(entry.path)
+                    if inner is None:
+                        continue
+                kind, children = self._classify(name, found[1], inner)
+                if kind is None:  # not a step: walk into it, with the listings already made
+                    if deeper:
+                        stack.append(((*parts, name), entry.path, inner, children))
+                    elif descend:
+                        notes.append(
+                            f"not searched below {entry.path}: deeper than {MAX_DEPTH} directories"
+                        )
+                    continue
+                if training is None:
+                    training = (layout.join_parts(parts), layout.training_name(parts, self.root))
+                rel = f"{layout.join_parts(parts)}/{name}" if parts else name
+                scanned = ScannedStep(
+                    training[0], training[1], found[0], name, rel, unit=found[1], layout=kind
+                )
+                self._step(scanned, entry.path, inner, children)
             self.tick(self.stats, path)
 
-    def _step(self, scanned: ScannedStep, step_path: str) -> None:
-        """Every file below one step directory: lstat facts only (headers come later)."""
+    def _classify(
+        self, name: str, unit: str, entries: Entries
+    ) -> tuple[str | None, dict[str, Entries] | None]:
+        """(layout, listings of children read to decide) of a candidate step folder, whose
+        own listing is ``entries``; layout None when it is not a step (walk into it)."""
+        if unit == "samples" and not layout.is_saelens_step(
+            {e.name for e in entries if e.is_file(follow_symlinks=False)}
+        ):
+            return None, None  # no SAELens weights: evaluation output, a sweep, a date...
+        has_layers = False
+        children: dict[str, Entries] | None = None
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                continue
+            child = e.name
+            if layout.parse_step_dir(child) is not None:
+                return None, children  # holds checkpoint_<n>: a folder of runs, not a step
+            if layout.parse_samples_dir(child) is not None:
+                # a numeric folder inside: a SAELens step only if its content says so
+                sub = self._list(e.path)
+                if sub is None:
+                    continue
+                if children is None:
+                    children = {}
+                children[child] = sub
+                if layout.is_saelens_step(
+                    {f.name for f in sub if f.is_file(follow_symlinks=False)}
+                ):
+                    return None, children
+            elif not has_layers and layout.parse_layer_dir(child) is not None:
+                has_layers = True
+        return layout.step_layout(name, has_layers), children
+
+    def _step(
+        self,
+        scanned: ScannedStep,
+        step_path: str,
+        entries: Entries,
+        listed: dict[str, Entries] | None,
+    ) -> None:
+        """Every file below one step directory (its listing given): lstat facts and role
+        (headers come later)."""
         stats = self.stats
         notes = stats.notes
         raw = scanned.raw
         append = raw.append
         is_reg = stat.S_ISREG
+        kind = scanned.layout
+        role_of = layout.role_of
+        artifacts = 0
         json_files = False
-        # (components inside the step, absolute path); names are joined with "/" for relpaths
-        stack: list[tuple[tuple[str, ...], str]] = [((), step_path)]
+        # (components inside the step, absolute path, listing if made); relpaths join with "/"
+        stack: list[tuple[tuple[str, ...], str, Entries | None]] = [((), step_path, entries)]
         while stack:
-            inner, path = stack.pop()
-            try:
-                with os.scandir(path) as it:
-                    entries = list(it)
-            except OSError as err:
-                notes.append(f"skipped {path}: {describe_oserror(err)}")
-                continue
-            stats.dirs += 1
+            inner, path, listing = stack.pop()
+            if listing is None:
+                listing = self._list(path)
+                if listing is None:
+                    continue
             prefix = "/".join(inner) + "/" if inner else ""
             top = inner[0] if inner else None
-            for entry in entries:
+            for entry in listing:
                 name = entry.name
                 if not name.isascii() and _display_name(name) != name:
                     notes.append(f"skipped {entry.path!r}: name is not UTF-8")
@@ -233,7 +318,8 @@ class Walker:
                     # d_type answers "directory?" without a syscall; files need the stat anyway
                     if entry.is_dir(follow_symlinks=False):
                         if len(inner) < MAX_DEPTH:
-                            stack.append(((*inner, name), entry.path))
+                            pre = listed.get(name) if listed and not inner else None
+                            stack.append(((*inner, name), entry.path, pre))
                         else:
                             notes.append(
                                 f"not listed: {entry.path} is deeper than "
@@ -246,14 +332,22 @@ class Walker:
                     continue
                 if stat.S_ISDIR(st.st_mode):  # d_type unknown on this filesystem
                     if len(inner) < MAX_DEPTH:
-                        stack.append(((*inner, name), entry.path))
+                        stack.append(((*inner, name), entry.path, None))
                     continue
                 size = st.st_size if is_reg(st.st_mode) else 0
                 stats.files += 1
                 stats.bytes += size
                 if name.endswith(".json"):
                     json_files = True
-                append((prefix + name, top, entry.path, st, size))
+                rel = prefix + name
+                role = role_of(kind, rel)
+                if role == ROLE_ARTIFACT:
+                    artifacts += 1
+                append((rel, top, entry.path, st, size, role))
+        if not raw:
+            scanned.problems.append(EMPTY)  # a bare mkdir, or debris of an older cleaner
+        elif not artifacts:
+            scanned.problems.append(NO_ARTIFACTS)
         if json_files or scanned.unit == "samples":
             step_checks(scanned, step_path)
         stats.steps += 1
@@ -265,7 +359,7 @@ class Walker:
         stats = self.stats
         to_read: list[ScannedFile] = []
         layers: dict[str | None, layout.LayerName | None] = {}
-        for relpath, top, path, st, size in scanned.raw:
+        for relpath, top, path, st, size, role in scanned.raw:
             row = rows.get(relpath)
             is_st = relpath.endswith(SAFETENSORS_SUFFIX) and stat.S_ISREG(st.st_mode)
             same = (
@@ -276,20 +370,20 @@ class Walker:
             )
             if same and is_st:
                 stats.headers_reused += 1
-            if same and row[4] == st.st_nlink:  # type: ignore[index]
+            if same and row[4] == st.st_nlink and row[5] == role:  # type: ignore[index]
                 scanned.seen.append(row[0])  # type: ignore[index]
                 continue
             if top not in layers:
                 layers[top] = layout.parse_layer_dir(top) if top is not None else None
             f = self._file(relpath, layers[top], st, size)
+            f.role = role
             if row is not None:
                 f.file_id = row[0]
-            if is_st:
-                if same:
-                    f.header_reused = True  # only the link count changed
-                else:
-                    f.path = path
-                    to_read.append(f)
+            if same:
+                f.header_reused = True  # only the link count or the role changed
+            elif is_st:
+                f.path = path
+                to_read.append(f)
             scanned.files.append(f)
         scanned.raw = []
         if to_read:
@@ -352,7 +446,7 @@ def _entry_name(entry: os.DirEntry[str]) -> str:
     return entry.name
 
 
-SAE_WEIGHTS = "sae_weights.safetensors"
+SAE_WEIGHTS = layout.SAE_WEIGHTS
 SHARD_INDEX_SUFFIX = ".safetensors.index.json"
 MAX_SIDE_JSON = 16 * 1024 * 1024  # cfg.json and shard indexes are small; refuse giants
 CFG_KEYS = ("model_name", "hook_name", "hook_point", "d_in", "d_sae", "architecture")

@@ -54,8 +54,13 @@ async def test_saelens_steps_are_sample_counts_with_cfg_summary(tmp_path: Path, 
     _saelens_step(run, "12288000", weights=False)
     _saelens_step(run, "final_20480000")
     steps = await _steps_by_name(svc, tmp_path / "root")
-    assert set(steps) == {"3kx8f2ab/4096000", "3kx8f2ab/12288000", "3kx8f2ab/final_20480000"}
-    info = steps["3kx8f2ab/4096000"]["info"]
+    # the training is named by its folder relative to the root (the run folder)
+    assert set(steps) == {
+        "sae_runs/checkpoints/3kx8f2ab/4096000",
+        "sae_runs/checkpoints/3kx8f2ab/12288000",
+        "sae_runs/checkpoints/3kx8f2ab/final_20480000",
+    }
+    info = steps["sae_runs/checkpoints/3kx8f2ab/4096000"]["info"]
     assert info.unit == "samples" and info.step == 4096000 and not info.incomplete
     assert dict(info.config) == {
         "d_in": "768",
@@ -63,12 +68,12 @@ async def test_saelens_steps_are_sample_counts_with_cfg_summary(tmp_path: Path, 
         "model_name": "gpt2-small",
         "hook_name": "blocks.8.hook_resid_pre",
     }
-    missing = steps["3kx8f2ab/12288000"]["info"]
+    missing = steps["sae_runs/checkpoints/3kx8f2ab/12288000"]["info"]
     assert missing.incomplete and "no sae_weights.safetensors" in missing.problems
-    final = steps["3kx8f2ab/final_20480000"]["info"]
+    final = steps["sae_runs/checkpoints/3kx8f2ab/final_20480000"]["info"]
     assert final.step == 20480000 and final.unit == "samples"
     # sorted numerically by sample count
-    t = steps["3kx8f2ab/4096000"]["training"]
+    t = steps["sae_runs/checkpoints/3kx8f2ab/4096000"]["training"]
     assert [s.dirname for s in await svc.steps(t.id)] == ["4096000", "12288000", "final_20480000"]
 
 
