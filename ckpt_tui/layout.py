@@ -59,12 +59,15 @@ def step_candidate(name: str) -> tuple[int, str] | None:
     The unit is "step" for trainer steps and "samples" for SAELens, whose folders are
     named by the number of training samples seen.
     """
-    step = parse_step_dir(name)
-    if step is not None:
-        return step, "step"
-    samples = parse_samples_dir(name)
-    if samples is not None:
-        return samples, "samples"
+    first = name[:1]
+    if first == "c":  # a prefix test first: most folders are neither (called per directory)
+        step = parse_step_dir(name)
+        if step is not None:
+            return step, "step"
+    elif first.isdigit() or first == "f":
+        samples = parse_samples_dir(name)
+        if samples is not None:
+            return samples, "samples"
     return None
 
 

@@ -263,22 +263,25 @@ class Walker:
             if not e.is_dir(follow_symlinks=False):
                 continue
             child = e.name
-            if layout.parse_step_dir(child) is not None:
+            if child.startswith("layer_"):
+                if not has_layers and layout.parse_layer_dir(child) is not None:
+                    has_layers = True
+                continue
+            found = layout.step_candidate(child)
+            if found is None:
+                continue
+            if found[1] == "step":
                 return None, children  # holds checkpoint_<n>: a folder of runs, not a step
-            if layout.parse_samples_dir(child) is not None:
-                # a numeric folder inside: a SAELens step only if its content says so
-                sub = self._list(e.path)
-                if sub is None:
-                    continue
-                if children is None:
-                    children = {}
-                children[child] = sub
-                if layout.is_saelens_step(
-                    {f.name for f in sub if f.is_file(follow_symlinks=False)}
-                ):
-                    return None, children
-            elif not has_layers and layout.parse_layer_dir(child) is not None:
-                has_layers = True
+            # a numeric folder inside: a SAELens step (so this is no step) only if its content
+            # says so; its listing is kept for the walk that follows either way
+            sub = self._list(e.path)
+            if sub is None:
+                continue
+            if children is None:
+                children = {}
+            children[child] = sub
+            if layout.is_saelens_step({f.name for f in sub if f.is_file(follow_symlinks=False)}):
+                return None, children
         return layout.step_layout(name, has_layers), children
 
     def _step(

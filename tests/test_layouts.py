@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ckpt_tui import layout
 from ckpt_tui.service import CheckpointService
 from tests.conftest import write_checkpoint
 
@@ -144,3 +145,145 @@ async def test_symlinked_step_directory_is_flagged_not_followed(tmp_path: Path, 
     result = await svc.scan(str(root))
     assert result.steps == 1
     assert any("checkpoint_5 is a symlink" in n for n in result.notes)
+
+
+# -- pure rules: which names are steps, which files are artifacts ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("checkpoint_498000", (498000, "step")),
+        ("checkpoint-500", (500, "step")),
+        ("4096000", (4096000, "samples")),
+        ("final_20480000", (20480000, "samples")),
+        ("checkpoints", None),
+        ("checkpoint_", None),
+        ("tmp-checkpoint-500", None),  # HF Trainer's folder while it saves
+        ("final", None),
+        ("global_step500", None),
+        ("layer_7", None),
+    ],
+)
+def test_step_candidate_names(name: str, expected: tuple[int, str] | None) -> None:
+    assert layout.step_candidate(name) == expected
+
+
+def test_saelens_content_decides_a_numeric_folder() -> None:
+    assert layout.is_saelens_step({"sae_weights.safetensors"})
+    assert layout.is_saelens_step({"cfg.json", "sparsity.safetensors"})
+    assert not layout.is_saelens_step({"cfg.json"})
+    assert not layout.is_saelens_step({"results.json", "eval.safetensors"})
+    assert not layout.is_saelens_step(set())
+
+
+def test_step_layout_from_name_and_layer_folders() -> None:
+    assert layout.step_layout("checkpoint_5", True) == layout.LAYOUT_MISTUDIO
+    assert layout.step_layout("checkpoint-5", True) == layout.LAYOUT_MISTUDIO
+    assert layout.step_layout("checkpoint_5", False) == layout.LAYOUT_SINGLE
+    assert layout.step_layout("checkpoint-5", False) == layout.LAYOUT_HF
+    assert layout.step_layout("final_5", False) == layout.LAYOUT_SAELENS
+
+
+A, F = layout.ROLE_ARTIFACT, layout.ROLE_FOREIGN
+
+
+@pytest.mark.parametrize(
+    ("kind", "relpath", "role"),
+    [
+        (layout.LAYOUT_MISTUDIO, "layer_7/checkpoint.safetensors", A),
+        (layout.LAYOUT_MISTUDIO, "layer_14_residual/checkpoint.safetensors", A),
+        (layout.LAYOUT_MISTUDIO, "layer_7/checkpoint.safetensors.tmp", F),
+        (layout.LAYOUT_MISTUDIO, "layer_7/other.safetensors", F),
+        (layout.LAYOUT_MISTUDIO, "layer_1/README.md", F),
+        (layout.LAYOUT_MISTUDIO, "notes.txt", F),
+        (layout.LAYOUT_MISTUDIO, "checkpoint.safetensors", F),
+        (layout.LAYOUT_MISTUDIO, "analysis/.git/HEAD", F),
+        (layout.LAYOUT_MISTUDIO, "extra/layer_7/checkpoint.safetensors", F),
+        (layout.LAYOUT_SINGLE, "sae.safetensors", A),
+        (layout.LAYOUT_SINGLE, "notes.txt", F),
+        (layout.LAYOUT_SINGLE, "sub/sae.safetensors", F),
+        (layout.LAYOUT_SINGLE, "sae.safetensors.tmp", F),
+        (layout.LAYOUT_SINGLE, ".sae.safetensors.swp", F),
+        (layout.LAYOUT_SAELENS, "sae_weights.safetensors", A),
+        (layout.LAYOUT_SAELENS, "sparsity.safetensors", A),
+        (layout.LAYOUT_SAELENS, "cfg.json", A),
+        (layout.LAYOUT_SAELENS, "runner_cfg.json", A),
+        (layout.LAYOUT_SAELENS, "trainer_state.pt", A),
+        (layout.LAYOUT_SAELENS, "activation_scaler.json", A),
+        (layout.LAYOUT_SAELENS, "activations_store_state.safetensors", A),
+        (layout.LAYOUT_SAELENS, "results.json", F),
+        (layout.LAYOUT_SAELENS, "other.safetensors", F),
+        (layout.LAYOUT_HF, "model.safetensors", A),
+        (layout.LAYOUT_HF, "model-00001-of-00003.safetensors", A),
+        (layout.LAYOUT_HF, "model.safetensors.index.json", A),
+        (layout.LAYOUT_HF, "pytorch_model.bin", A),
+        (layout.LAYOUT_HF, "pytorch_model-00002-of-00002.bin", A),
+        (layout.LAYOUT_HF, "pytorch_model.bin.index.json", A),
+        (layout.LAYOUT_HF, "pytorch_model_fsdp.bin", A),
+        (layout.LAYOUT_HF, "pytorch_model_fsdp_0/__0_0.distcp", A),
+        (layout.LAYOUT_HF, "pytorch_model_fsdp_0/.metadata", A),
+        (layout.LAYOUT_HF, "optimizer_0/__1_0.distcp", A),
+        (layout.LAYOUT_HF, "optimizer.pt", A),
+        (layout.LAYOUT_HF, "optimizer.bin", A),
+        (layout.LAYOUT_HF, "scheduler.pt", A),
+        (layout.LAYOUT_HF, "scaler.pt", A),
+        (layout.LAYOUT_HF, "rng_state.pth", A),
+        (layout.LAYOUT_HF, "rng_state_3.pth", A),
+        (layout.LAYOUT_HF, "trainer_state.json", A),
+        (layout.LAYOUT_HF, "training_args.bin", A),
+        (layout.LAYOUT_HF, "config.json", A),
+        (layout.LAYOUT_HF, "generation_config.json", A),
+        (layout.LAYOUT_HF, "tokenizer.json", A),
+        (layout.LAYOUT_HF, "tokenizer_config.json", A),
+        (layout.LAYOUT_HF, "special_tokens_map.json", A),
+        (layout.LAYOUT_HF, "vocab.json", A),
+        (layout.LAYOUT_HF, "merges.txt", A),
+        (layout.LAYOUT_HF, "tokenizer.model", A),
+        (layout.LAYOUT_HF, "chat_template.jinja", A),
+        (layout.LAYOUT_HF, "additional_chat_templates/tool_use.jinja", A),
+        (layout.LAYOUT_HF, "adapter_model.safetensors", A),
+        (layout.LAYOUT_HF, "adapter_config.json", A),
+        (layout.LAYOUT_HF, "my_adapter/adapter_model.safetensors", A),
+        (layout.LAYOUT_HF, "README.md", A),
+        (layout.LAYOUT_HF, "latest", A),
+        (layout.LAYOUT_HF, "zero_to_fp32.py", A),
+        (layout.LAYOUT_HF, "modeling_custom.py", A),
+        (layout.LAYOUT_HF, "global_step500/mp_rank_00_model_states.pt", A),
+        (layout.LAYOUT_HF, "global_step500/zero_pp_rank_0_mp_rank_00_optim_states.pt", A),
+        (layout.LAYOUT_HF, "global_step500/bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt", A),
+        (layout.LAYOUT_HF, "global_step500/.nfs000000001", F),
+        (layout.LAYOUT_HF, "model.safetensors.tmp", F),
+        (layout.LAYOUT_HF, "eval_notes.txt", F),
+        (layout.LAYOUT_HF, "analysis/README.md", F),
+        (layout.LAYOUT_HF, "run.log", F),
+        (layout.LAYOUT_HF, "plot.py", F),
+    ],
+)
+def test_file_role(kind: str, relpath: str, role: str) -> None:
+    assert layout.file_role(kind, tuple(relpath.split("/"))) == role
+    assert layout.role_of(kind, relpath) == role
+
+
+def test_roles_match_the_index_constants() -> None:
+    from ckpt_tui import db
+
+    assert (layout.ROLE_ARTIFACT, layout.ROLE_FOREIGN) == (db.ROLE_ARTIFACT, db.ROLE_FOREIGN)
+
+
+@pytest.mark.parametrize(
+    ("step_parent", "root", "name"),
+    [
+        (("alice", "exp1", "checkpoints"), "/data", "alice/exp1"),
+        (("alice", "exp1"), "/data", "alice/exp1"),
+        (("checkpoints",), "/data/train_1", "train_1"),
+        ((), "/data/train_1/checkpoints", "train_1"),
+        ((), "/data/train_1/checkpoints/", "train_1"),
+        ((), "/data/3kx8f2ab", "3kx8f2ab"),
+        (("proj", "checkpoints", "3kx8f2ab"), "/data", "proj/checkpoints/3kx8f2ab"),
+        ((), "/", "/"),
+        ((), "/checkpoints", "/"),
+    ],
+)
+def test_training_name(step_parent: tuple[str, ...], root: str, name: str) -> None:
+    assert layout.training_name(step_parent, root) == name
