@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ckpt_tui import fs, layout
@@ -31,6 +31,7 @@ from ckpt_tui.types import (
     DeleteProgress,
     ExecuteResult,
     FileStatus,
+    Interrupted,
     ItemResult,
     Outcome,
     Plan,
@@ -61,7 +62,8 @@ def deletion_lock(db: Database, *, wait: bool = False) -> Iterator[None]:
         except BlockingIOError:
             raise IndexBusy(
                 f"index {db.display} is busy: another ckpt-tui is deleting; try again when it "
-                "finishes") from None
+                "finishes"
+            ) from None
         yield
     finally:
         os.close(fd)
@@ -77,6 +79,7 @@ class _Run:
     removed_dirs: list[str] = field(default_factory=list)
     removed_steps: list[int] = field(default_factory=list)
     freed: int = 0
+    freed_disk: int = 0
 
 
 class Deleter:
@@ -105,20 +108,31 @@ class Deleter:
                     if cancel.is_set():
                         break
                     claimed = await self._claim([f.file_id for s in batch for f in s.files])
-                    stopped = await self._run_batch(root, batch, claimed, busy, run, on_progress,
-                                                    cancel)
+                    stopped = await self._run_batch(
+                        root, batch, claimed, busy, run, on_progress, cancel
+                    )
                     if stopped:
                         break
         skipped = {r.file_id for r in run.results}
         for s in plan.steps:
             for f in s.files:
                 if f.file_id not in skipped:
-                    run.results.append(ItemResult(f.file_id, s.step_id, _abs(plan.root, f),
-                                                  Outcome.SKIPPED, error=stopped or "cancelled"))
+                    run.results.append(
+                        ItemResult(
+                            f.file_id,
+                            s.step_id,
+                            _abs(plan.root, f),
+                            Outcome.SKIPPED,
+                            error=stopped or "cancelled",
+                        )
+                    )
         return ExecuteResult(
-            results=tuple(run.results), removed_dirs=tuple(run.removed_dirs),
-            removed_step_ids=tuple(run.removed_steps), freed_bytes=run.freed,
-            cancelled=cancel.is_set() and stopped is None, stopped=stopped,
+            results=tuple(run.results),
+            removed_dirs=tuple(run.removed_dirs),
+            removed_step_ids=tuple(run.removed_steps),
+            freed_bytes=run.freed,
+            cancelled=cancel.is_set() and stopped is None,
+            stopped=stopped,
             seconds=time.perf_counter() - t0,
         )
 
@@ -138,19 +152,21 @@ class Deleter:
         try:
             async with self.db.sessions() as session, session.begin():
                 for i in range(0, len(file_ids), CHUNK):
-                    chunk = file_ids[i:i + CHUNK]
+                    chunk = file_ids[i : i + CHUNK]
                     q = (
                         update(FileRow)
                         .where(FileRow.id.in_(chunk), FileRow.state == RowState.ACTIVE.value)
-                        .values(state=RowState.DELETING.value)
+                        .values(state=RowState.DELETING.value, claimed_at=time.time())
                         .returning(FileRow.id)
                     )
                     claimed.update((await session.execute(q)).scalars())
         except (DBAPIError, SQLAlchemyError) as exc:
             if is_locked_error(exc):
                 raise IndexBusy(f"index {self.db.display} is locked; nothing was deleted") from None
-            raise IndexError_(f"cannot record the deletion in index {self.db.display}: "
-                              f"{describe_error(exc)}; nothing was deleted") from None
+            raise IndexError_(
+                f"cannot record the deletion in index {self.db.display}: "
+                f"{describe_error(exc)}; nothing was deleted"
+            ) from None
         return claimed
 
     async def _run_batch(
@@ -168,31 +184,57 @@ class Deleter:
         step_of = {f.file_id: s.step_id for s in batch for f in s.files}
         dev = root.dev
         batch_results: list[ItemResult] = []
-        work: list[tuple[tuple[str, ...], list[PlannedFile]]] = []
+        work: list[tuple[tuple[str, ...], list[PlannedFile], bool]] = []
         for s in batch:
             files = []
             for f in s.files:
                 if _malformed(f):
-                    batch_results.append(ItemResult(f.file_id, s.step_id, repr(f.relparts),
-                                                    Outcome.FAILED, error=REFUSED))
+                    batch_results.append(
+                        ItemResult(
+                            f.file_id, s.step_id, repr(f.relparts), Outcome.FAILED, error=REFUSED
+                        )
+                    )
                     continue
                 path = _abs(root.path, f)
                 if f.file_id not in claimed:
-                    batch_results.append(ItemResult(f.file_id, s.step_id, path, Outcome.SKIPPED,
-                                                    error="no longer in the index, or claimed "
-                                                          "by another deleter"))
+                    batch_results.append(
+                        ItemResult(
+                            f.file_id,
+                            s.step_id,
+                            path,
+                            Outcome.SKIPPED,
+                            error="no longer in the index, or claimed by another deleter",
+                        )
+                    )
                 elif (dev, f.inode) in busy:
-                    batch_results.append(ItemResult(f.file_id, s.step_id, path, Outcome.FAILED,
-                                                    error=f"open in {busy[(dev, f.inode)]}"))
+                    batch_results.append(
+                        ItemResult(
+                            f.file_id,
+                            s.step_id,
+                            path,
+                            Outcome.FAILED,
+                            error=f"open in {busy[(dev, f.inode)]}",
+                        )
+                    )
                 else:
                     files.append(f)
-            work.append((s.relparts, files))
+            # a step goes whole only if every planned file is still being deleted
+            work.append((s.relparts, files, s.whole and len(files) == len(s.files)))
         run.results += batch_results
 
         def report(item: ItemResult | None, dirs: tuple[str, ...], steps: tuple[int, ...]) -> None:
             if on_progress is not None:
-                on_progress(DeleteProgress(item, len(run.results), run.total_files, run.freed,
-                                           run.total_bytes, dirs, steps))
+                on_progress(
+                    DeleteProgress(
+                        item,
+                        len(run.results),
+                        run.total_files,
+                        run.freed,
+                        run.total_bytes,
+                        dirs,
+                        steps,
+                    )
+                )
 
         # The thread hands results to the loop in bundles, at most every FLUSH_SECONDS: one
         # wake-up per file would cost as much as the unlinks themselves (GIL ping-pong).
@@ -215,8 +257,14 @@ class Deleter:
                 loop.call_soon_threadsafe(deliver, events)
 
         def on_file(o: fs.FileOutcome) -> None:
-            item = ItemResult(o.file.file_id, step_of[o.file.file_id], _abs(root.path, o.file),
-                              o.outcome, o.freed_bytes, o.error)
+            item = ItemResult(
+                o.file.file_id,
+                step_of[o.file.file_id],
+                _abs(root.path, o.file),
+                o.outcome,
+                o.freed_bytes,
+                o.error,
+            )
             batch_results.append(item)
             pending.append((item, [], None))
             flush()
@@ -247,29 +295,44 @@ class Deleter:
         return stopped
 
     async def _finish(
-        self, root: fs.RootHandle, batch: list[PlannedStep], results: list[ItemResult],
-        claimed: set[int], removed_steps: set[int] | None = None,
+        self,
+        root: fs.RootHandle,
+        batch: list[PlannedStep],
+        results: list[ItemResult],
+        claimed: set[int],
+        removed_steps: set[int] | None = None,
     ) -> None:
         """One transaction: drop rows of what went, keep (with the error) rows of what did not."""
         gone = [r.file_id for r in results if r.outcome in (Outcome.DELETED, Outcome.ALREADY_GONE)]
-        errors = {r.file_id: r.error for r in results
-                  if r.outcome in (Outcome.FAILED, Outcome.CHANGED) and r.file_id in claimed}
+        errors = {
+            r.file_id: r.error
+            for r in results
+            if r.outcome in (Outcome.FAILED, Outcome.CHANGED) and r.file_id in claimed
+        }
         untouched = claimed - set(gone) - set(errors)
         async with self.db.sessions() as session, session.begin():
             for i in range(0, len(gone), CHUNK):
-                await session.execute(delete(FileRow).where(FileRow.id.in_(gone[i:i + CHUNK])))
+                await session.execute(delete(FileRow).where(FileRow.id.in_(gone[i : i + CHUNK])))
             for fid, err in errors.items():
-                await session.execute(update(FileRow).where(FileRow.id == fid).values(
-                    state=RowState.ACTIVE.value, error=err))
+                await session.execute(
+                    update(FileRow)
+                    .where(FileRow.id == fid)
+                    .values(state=RowState.ACTIVE.value, error=err)
+                )
             ids = sorted(untouched)
             for i in range(0, len(ids), CHUNK):
-                await session.execute(update(FileRow).where(FileRow.id.in_(ids[i:i + CHUNK]))
-                                      .values(state=RowState.ACTIVE.value))
-            await self._drop_vanished_steps(session, root, [s.step_id for s in batch],
-                                            removed_steps or set())
+                await session.execute(
+                    update(FileRow)
+                    .where(FileRow.id.in_(ids[i : i + CHUNK]))
+                    .values(state=RowState.ACTIVE.value)
+                )
+            await self._drop_vanished_steps(
+                session, root, [s.step_id for s in batch], removed_steps or set()
+            )
 
-    async def _drop_vanished_steps(self, session: object, root: fs.RootHandle,
-                                   step_ids: list[int], removed: set[int]) -> None:
+    async def _drop_vanished_steps(
+        self, session: object, root: fs.RootHandle, step_ids: list[int], removed: set[int]
+    ) -> None:
         """Drop step rows with no files whose directory is gone; then trainings with no steps."""
         from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -285,18 +348,34 @@ class Deleter:
             has_steps = exists().where(Step.training_id == Training.id)
             await session.execute(delete(Training).where(Training.id.in_(tids), ~has_steps))
 
-    async def recover(self) -> int:
+    async def recover(self, *, strict: bool = False) -> int:
         """Finish deletions that an earlier run committed to but did not complete.
 
-        Skipped when another process holds the deletion lock (it is still working on them).
+        Skipped when another process holds the deletion lock (it is still working on them);
+        ``strict`` raises IndexBusy instead.
         """
         async with self.db.sessions() as session:
-            q = (select(FileRow.id, FileRow.relpath, FileRow.size_bytes, FileRow.disk_bytes,
-                        FileRow.inode, FileRow.mtime_ns, FileRow.nlink, FileRow.status, Step.id,
-                        Step.step, Step.relpath, Training.id, Training.name, Training.root_id)
-                 .join(Step, Step.id == FileRow.step_id)
-                 .join(Training, Training.id == Step.training_id)
-                 .where(FileRow.state == RowState.DELETING.value))
+            q = (
+                select(
+                    FileRow.id,
+                    FileRow.relpath,
+                    FileRow.size_bytes,
+                    FileRow.disk_bytes,
+                    FileRow.inode,
+                    FileRow.mtime_ns,
+                    FileRow.nlink,
+                    FileRow.status,
+                    Step.id,
+                    Step.step,
+                    Step.relpath,
+                    Training.id,
+                    Training.name,
+                    Training.root_id,
+                )
+                .join(Step, Step.id == FileRow.step_id)
+                .join(Training, Training.id == Step.training_id)
+                .where(FileRow.state == RowState.DELETING.value)
+            )
             rows = (await session.execute(q)).all()
         if not rows:
             return 0
@@ -305,8 +384,42 @@ class Deleter:
                 with deletion_lock(self.db):
                     return await self._recover_rows([tuple(r) for r in rows])
         except IndexBusy:
+            if strict:
+                raise
             log.info("another deleter holds the lock; leaving %d rows to it", len(rows))
             return 0
+
+    async def _recover_locked(self) -> int:
+        """``recover`` for a caller that already holds the deletion lock and claim."""
+        rows = await self._deleting_rows()
+        return await self._recover_rows(rows) if rows else 0
+
+    async def _deleting_rows(self) -> list[tuple[object, ...]]:
+        async with self.db.sessions() as session:
+            q = (select(FileRow.id, FileRow.relpath, FileRow.size_bytes, FileRow.disk_bytes,
+                        FileRow.inode, FileRow.mtime_ns, FileRow.nlink, FileRow.status, Step.id,
+                        Step.step, Step.relpath, Training.id, Training.name, Training.root_id)
+                 .join(Step, Step.id == FileRow.step_id)
+                 .join(Training, Training.id == Step.training_id)
+                 .where(FileRow.state == RowState.DELETING.value))
+            return [tuple(r) for r in (await session.execute(q)).all()]
+
+    async def interrupted(self) -> Interrupted | None:
+        """What an interrupted deletion left claimed (read-only: nothing is touched)."""
+        async with self.db.sessions() as session:
+            q = (select(func.count(FileRow.id), func.count(func.distinct(FileRow.step_id)),
+                        func.min(FileRow.claimed_at),
+                        func.coalesce(func.sum(FileRow.size_bytes), 0))
+                 .where(FileRow.state == RowState.DELETING.value))
+            files, steps, since, size = (await session.execute(q)).one()
+            if not files:
+                return None
+            q2 = (select(Step.relpath).join(FileRow, FileRow.step_id == Step.id)
+                  .where(FileRow.state == RowState.DELETING.value).distinct()
+                  .order_by(Step.relpath).limit(5))
+            first = tuple(str(r) for r in (await session.execute(q2)).scalars())
+        return Interrupted(int(files), int(steps), float(since) if since else None, int(size),
+                           first)
 
     async def _recover_rows(self, rows: list[tuple[object, ...]]) -> int:
         by_root: dict[int, dict[int, list[tuple[object, ...]]]] = {}
@@ -338,17 +451,28 @@ class Deleter:
                 if step_parts is None:
                     continue  # every file of it was refused above
                 step_no = int(str(first[9])) if _is_int(first[9]) else -1
-                batch.append(PlannedStep(sid, str(first[12]), int(str(first[11])), step_no,
-                                         os.path.join(root.path, *step_parts), step_parts,
-                                         tuple(files), False))
+                batch.append(
+                    PlannedStep(
+                        sid,
+                        str(first[12]),
+                        int(str(first[11])),
+                        step_no,
+                        os.path.join(root.path, *step_parts),
+                        step_parts,
+                        tuple(files),
+                        False,
+                    )
+                )
             run = _Run(sum(len(s.files) for s in batch), 0)
             claimed = {f.file_id for s in batch for f in s.files}
             await self._run_batch(root, batch, claimed, {}, run, None, threading.Event())
             if unsafe:
                 async with self.db.sessions() as session, session.begin():
-                    await session.execute(update(FileRow).where(FileRow.id.in_(unsafe)).values(
-                        state=RowState.ACTIVE.value,
-                        error=REFUSED))
+                    await session.execute(
+                        update(FileRow)
+                        .where(FileRow.id.in_(unsafe))
+                        .values(state=RowState.ACTIVE.value, error=REFUSED)
+                    )
             done += len(claimed)
             log.info("finished %d interrupted deletions under %s", len(claimed), root.path)
         return done
@@ -374,8 +498,16 @@ def _planned_from_row(r: tuple[object, ...]) -> PlannedFile | None:
     if parts is None:
         return None
     assert _is_int(fid) and _is_int(size) and _is_int(disk)  # narrowed above, for mypy
-    return PlannedFile(int(str(fid)), parts, int(str(size)), int(str(disk)), int(str(inode)),
-                       int(str(mtime)), int(str(nlink)), status == FileStatus.SYMLINK)
+    return PlannedFile(
+        int(str(fid)),
+        parts,
+        int(str(size)),
+        int(str(disk)),
+        int(str(inode)),
+        int(str(mtime)),
+        int(str(nlink)),
+        status == FileStatus.SYMLINK,
+    )
 
 
 def _malformed(f: PlannedFile) -> bool:
@@ -391,16 +523,23 @@ def _malformed(f: PlannedFile) -> bool:
     return not all(type(p) is str and layout.is_safe_component(p) for p in parts)
 
 
-def _record(run: _Run, item: ItemResult,
-            report: Callable[[ItemResult | None, tuple[str, ...], tuple[int, ...]], None]) -> None:
+def _record(
+    run: _Run,
+    item: ItemResult,
+    report: Callable[[ItemResult | None, tuple[str, ...], tuple[int, ...]], None],
+) -> None:
     run.results.append(item)
     run.freed += item.freed_bytes
+    run.freed_disk += item.freed_disk_bytes
     report(item, (), ())
 
 
-def _record_dirs(run: _Run, removed: list[str], step_id: int | None,
-                 report: Callable[[ItemResult | None, tuple[str, ...], tuple[int, ...]], None]
-                 ) -> None:
+def _record_dirs(
+    run: _Run,
+    removed: list[str],
+    step_id: int | None,
+    report: Callable[[ItemResult | None, tuple[str, ...], tuple[int, ...]], None],
+) -> None:
     run.removed_dirs += removed
     steps: tuple[int, ...] = ()
     if step_id is not None:

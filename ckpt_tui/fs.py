@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ckpt_tui import layout
 from ckpt_tui.errors import RootError
 from ckpt_tui.types import DiskUsage, Outcome, PlannedFile
 
 log = logging.getLogger(__name__)
 
+MAX_SWEEP_DEPTH = 16  # empty folders below a step are looked for this deep
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Errors after which continuing would only repeat the failure: stop the batch, resumable.
 STOP_ERRNOS = frozenset({errno.EROFS, errno.EIO, errno.ENOSPC, errno.EDQUOT})
@@ -109,6 +111,7 @@ class FileOutcome:
     outcome: Outcome
     freed_bytes: int = 0
     error: str | None = None
+    freed_disk_bytes: int = 0
 
 
 @dataclass
@@ -174,7 +177,9 @@ class StepDeletion:
             planned.mtime_ns,
         ):
             return FileOutcome(planned, Outcome.CHANGED, error="changed since the scan; left alone")
-        freed = size if st.st_nlink <= 1 else 0
+        last = st.st_nlink <= 1 and not planned.is_symlink
+        freed = size if last else 0
+        freed_disk = st.st_blocks * 512 if last else 0
         try:
             os.unlink(parts[-1], dir_fd=dir_fd)
         except FileNotFoundError:
@@ -187,7 +192,34 @@ class StepDeletion:
         if log.isEnabledFor(logging.INFO):  # the path is built only when it will be logged
             log.info("deleted file %s (%d bytes)", self._path(parts), st.st_size)
         self._touched.add(parent)
-        return FileOutcome(planned, Outcome.DELETED, freed_bytes=freed)
+        return FileOutcome(planned, Outcome.DELETED, freed_bytes=freed, freed_disk_bytes=freed_disk)
+
+    def sweep(self, *, any_name: bool) -> None:
+        """Mark folders below the step, and the step itself, as collapse candidates: for a
+        step planned whole, folders that were already empty (an older cleaner's debris, a
+        bare ``mkdir``) go too. ``any_name`` (a step that had no files at all) takes every
+        folder; otherwise only ``layer_*`` folders, so a folder that appeared since the scan
+        is left alone. Listing only: ``collapse`` removes nothing that is not empty."""
+        stack = [self.step_parts]
+        while stack:
+            parts = stack.pop()
+            self._touched.add(parts)
+            if len(parts) - len(self.step_parts) >= MAX_SWEEP_DEPTH:
+                continue
+            try:
+                fd = self._dir(parts)
+                with os.scandir(fd) as it:
+                    subdirs = [
+                        e.name
+                        for e in it
+                        if e.is_dir(follow_symlinks=False)
+                        and (any_name or layout.parse_layer_dir(e.name) is not None)
+                    ]
+            except OSError as err:
+                if err.errno in STOP_ERRNOS:
+                    raise StopBatch(self._path(parts), err) from err
+                continue  # gone, a symlink now, unreadable: collapse decides with rmdir
+            stack += [(*parts, name) for name in subdirs]
 
     def collapse(self, *, quiet: bool = False) -> list[str]:
         """rmdir-if-empty every emptied directory, deepest first, up to the step directory.
@@ -244,25 +276,31 @@ def _closing(fds: dict[tuple[str, ...], int]) -> Iterator[None]:
 
 def delete_steps(
     root: RootHandle,
-    work: list[tuple[tuple[str, ...], list[PlannedFile]]],
+    work: list[tuple[tuple[str, ...], list[PlannedFile], bool]],
     on_file: Callable[[FileOutcome], None],
     on_dirs: Callable[[tuple[str, ...], list[str]], None],
     should_stop: Callable[[], bool],
 ) -> None:
     """Blocking: delete each step's files, then collapse its directories. Runs in a thread.
 
-    Raises StopBatch on a filesystem-wide failure; stops between files when ``should_stop``.
+    ``work`` holds (step components, files, whole): a step planned whole also loses the
+    folders that were empty before. Raises StopBatch on a filesystem-wide failure; stops
+    between files when ``should_stop``.
     """
     ancestors: dict[tuple[str, ...], int] = {}
     with open_root(root) as root_fd, _closing(ancestors):
-        for step_parts, files in work:
+        for step_parts, files, whole in work:
             deletion = StepDeletion(root_fd, root, step_parts, ancestors=ancestors)
             try:
                 try:
+                    stopped = False
                     for planned in files:
                         if should_stop():
+                            stopped = True
                             break
                         on_file(deletion.delete_file(planned))
+                    if whole and not stopped:
+                        deletion.sweep(any_name=not files)
                 except StopBatch:
                     # Do not leave the directories emptied so far behind: a re-run would not
                     # revisit them, as their files' rows are gone.
@@ -273,3 +311,32 @@ def delete_steps(
                 deletion.close()
             if should_stop():
                 return
+
+
+def remove_empty_dirs(root: RootHandle, dirs: list[tuple[str, ...]]) -> list[str]:
+    """rmdir-if-empty each folder (components from the root), in the order given (deepest
+    first): the folders above the steps of a training deleted whole. Never the root, never a
+    non-empty folder (ENOTEMPTY ends that folder quietly: a log, a foreign file keeps it)."""
+    removed: list[str] = []
+    with open_root(root) as root_fd:
+        for parts in dirs:
+            if not parts:
+                continue  # the root itself is never removed
+            opened: list[int] = []
+            try:
+                parent = root_fd
+                for name in parts[:-1]:
+                    parent = open_dir_at(parent, name, root.dev)
+                    opened.append(parent)
+                os.rmdir(parts[-1], dir_fd=parent)
+            except OSError as err:
+                if err.errno in STOP_ERRNOS:
+                    raise StopBatch(os.path.join(root.path, *parts), err) from err
+                continue
+            finally:
+                for fd in reversed(opened):
+                    os.close(fd)
+            path = os.path.join(root.path, *parts)
+            log.info("deleted emptied training directory %s", path)
+            removed.append(path)
+    return removed

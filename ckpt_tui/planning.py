@@ -492,7 +492,7 @@ class Planner:
             for fact in training_steps:
                 step_of[fact.id] = fact
                 verdict[fact.id] = verdicts[fact.id]
-        step_refused: dict[int, str] = {}  # a whole step protected for one reason: listed once
+        step_refused: dict[int, str] = {}  # steps protected as a whole (each file is listed)
 
         def step_reason(sid: int) -> str | None:
             a = verdict.get(sid)
@@ -533,6 +533,7 @@ class Planner:
             whole_reason = step_reason(r.sid)
             if parts is not None and whole_reason is not None:
                 step_refused.setdefault(r.sid, whole_reason)
+                protected.append(Protected(path, whole_reason, r.fid, r.sid))
                 continue
             reason = None
             needs_confirm = False
@@ -569,8 +570,6 @@ class Planner:
                     dev=r.dev,
                 )
             )
-        for sid, why in step_refused.items():
-            protected.append(Protected(step_of[sid].path, why, None, sid))
         # Selected steps with no files at all (a bare mkdir, debris of an older cleaner):
         # planned as rmdir-only, unless protected.
         for sid in sorted(ctx.wanted_steps - set(chosen) - set(step_refused)):

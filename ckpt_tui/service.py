@@ -30,6 +30,7 @@ from ckpt_tui.types import (
     FileDetails,
     FileInfo,
     FileStatus,
+    Interrupted,
     Plan,
     RootInfo,
     RowState,
@@ -59,9 +60,11 @@ class CheckpointService:
 
     @classmethod
     async def open(
-        cls, db: str | None = None, *, recover: bool = True, protection: Protection | None = None
+        cls, db: str | None = None, *, recover: bool = False, protection: Protection | None = None
     ) -> CheckpointService:
-        """Open the index; finish deletions an earlier run was interrupted in."""
+        """Open the index. Nothing is deleted on open: an interrupted deletion is reported by
+        ``interrupted()`` and finished by the next ``execute`` (or ``finish_interrupted``);
+        ``recover=True`` finishes it now (a deleting command that wants it first)."""
         service = cls(await open_database(db), protection)
         if recover:
             try:
@@ -430,6 +433,15 @@ class CheckpointService:
     ) -> ExecuteResult:
         """Carry out a plan (see ``deletion.Deleter.execute``)."""
         return await self.deleter.execute(plan, on_progress, cancel, allow_open=allow_open)
+
+    async def interrupted(self) -> Interrupted | None:
+        """An interrupted deletion's claimed rows, if any (reads only)."""
+        return await self.deleter.interrupted()
+
+    async def finish_interrupted(self) -> int:
+        """Finish an interrupted deletion now (a deleting command with nothing else to do);
+        the number of files it covered. IndexBusy while another deleter holds the lock."""
+        return await self.deleter.recover(strict=True)
 
     async def delete_checkpoint(
         self, session: AsyncSession, checkpoint_id: int | str, delete_file: bool = True

@@ -19,7 +19,7 @@ from ckpt_tui.retention import IN_PROGRESS, NO_VALID
 from ckpt_tui.types import FileStatus, RowState
 
 BAD_STATUSES = (FileStatus.TRUNCATED, FileStatus.CORRUPT, FileStatus.UNSUPPORTED)
-NEWEST_VALID = "newest valid step"
+NEWEST_VALID = "newest step with a valid checkpoint"
 PINNED = "pinned"
 CHUNK = 500  # trainings per query
 

@@ -274,6 +274,7 @@ class ItemResult:
     outcome: Outcome
     freed_bytes: int = 0
     error: str | None = None
+    freed_disk_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,12 +299,21 @@ class ExecuteResult:
     cancelled: bool = False
     stopped: str | None = None  # why the run stopped early (EROFS, EIO, ...), resumable
     seconds: float = 0.0
+    freed_disk_bytes: int = 0  # allocated bytes given back (st_blocks x 512)
+    recovered: int = 0  # files of an interrupted earlier deletion finished first
 
     @property
     def deleted(self) -> tuple[ItemResult, ...]:
-        return tuple(
-            r for r in self.results if r.outcome in (Outcome.DELETED, Outcome.ALREADY_GONE)
-        )
+        """Files this run unlinked (not the ones already gone or changed)."""
+        return tuple(r for r in self.results if r.outcome == Outcome.DELETED)
+
+    @property
+    def already_gone(self) -> tuple[ItemResult, ...]:
+        return tuple(r for r in self.results if r.outcome == Outcome.ALREADY_GONE)
+
+    @property
+    def changed(self) -> tuple[ItemResult, ...]:
+        return tuple(r for r in self.results if r.outcome == Outcome.CHANGED)
 
     @property
     def failed(self) -> tuple[ItemResult, ...]:
@@ -312,6 +322,18 @@ class ExecuteResult:
     @property
     def ok(self) -> bool:
         return not self.failed and self.stopped is None and not self.cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """Rows an interrupted deletion claimed (``deleting``) and did not finish; reported by
+    read-only commands, finished by the next deleting one."""
+
+    files: int
+    steps: int
+    since: float | None  # when the first was claimed (epoch seconds)
+    size_bytes: int
+    first_steps: tuple[str, ...]  # up to 5 step paths, relative to their root
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,7 +188,9 @@ async def test_failed_unlink_keeps_its_row(tree: Path, svc_unprotected, monkeypa
     assert result.freed_bytes == plan.bytes - remaining[0].size_bytes
 
 
-async def test_interrupted_deletion_is_finished_on_next_open(tree: Path, db_path: str) -> None:
+async def test_interrupted_deletion_is_reported_on_open_and_finished_by_a_deleter(
+    tree: Path, db_path: str
+) -> None:
     svc = await CheckpointService.open(db_path)
     root_id = await scanned(svc, tree)
     t = next(t for t in await svc.trainings(root_id) if t.name == "train_a")
@@ -203,6 +205,14 @@ async def test_interrupted_deletion_is_finished_on_next_open(tree: Path, db_path
     os.unlink(files[0].path)
     svc = await CheckpointService.open(db_path)
     try:
+        # opening (what ls, a dry run and the read-only TUI do) touches nothing: it reports
+        assert all(Path(f.path).exists() for f in files[1:])
+        pending = await svc.interrupted()
+        assert pending is not None
+        assert (pending.files, pending.steps) == (len(files), 1)
+        assert pending.first_steps == (os.path.relpath(step.path, tree),)
+        assert await svc.finish_interrupted() == len(files)
+        assert await svc.interrupted() is None
         async with svc.db.sessions() as session:
             left = (
                 await session.execute(text("SELECT count(*) FROM files WHERE state='deleting'"))
@@ -254,11 +264,7 @@ async def test_newest_and_recent_files_are_protected_unless_forced(tmp_path: Pat
     t = (await svc.trainings(root_id))[0]
     ids = [s.id for s in await svc.steps(t.id)]
     plan = await svc.plan_steps(root_id, ids)
-    # a whole step protected for one reason is listed once, by its folder; files one by one
-    reasons = {
-        Path(p.path).name if p.file_id is None else Path(p.path).parent.parent.name: p.reason
-        for p in plan.protected
-    }
+    reasons = {Path(p.path).parent.parent.name: p.reason for p in plan.protected}
     assert "newest valid step" in reasons["checkpoint_2"]
     assert "modified" in reasons["checkpoint_0"]
     forced = await svc.plan_steps(root_id, ids, force=True)

@@ -102,6 +102,7 @@ class FileRow(Base):
     header: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     meta: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="active")
+    claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # set with deleting
     role: Mapped[str] = mapped_column(
         String(16), default=ROLE_ARTIFACT, server_default=ROLE_ARTIFACT
     )

@@ -1,8 +1,8 @@
-"""Crash recovery: a prune killed at any moment is finished by the next open.
+"""Crash recovery: a prune killed at any moment is finished by the next deleting command.
 
 The deletion contract: rows are marked ``deleting`` and committed before any unlink, and the
-next ``CheckpointService.open`` finishes them. So after any crash the index lists no file that
-is gone, nothing stays ``deleting``, no emptied layer/step directory is left behind, and
+next deleting command (``open(recover=True)``, ``execute``) finishes them. So after any crash
+the index lists no file that is gone, nothing stays ``deleting``, no emptied layer/step directory is left behind, and
 finishing the prune leaves exactly the newest step of each training.
 """
 
@@ -107,8 +107,8 @@ async def test_sigkill_at_random_moments_then_recover(tmp_path: Path) -> None:
             deleting = sum(r.state == "deleting" for r in index_files(db))
             if deleting and files_on_disk(root) != before:
                 mid_deletion += 1  # killed with deletions claimed and some files already gone
-            # The next open finishes what the killed process committed to.
-            async with await CheckpointService.open(str(db)):
+            # The next deleting command finishes what the killed process committed to.
+            async with await CheckpointService.open(str(db), recover=True):  # a deleting command
                 pass
             assert_consistent(db, root)
             assert expected <= files_on_disk(root), "a newest-step file was deleted"
@@ -172,7 +172,7 @@ async def test_crash_at_each_named_point(tmp_path: Path, monkeypatch: pytest.Mon
     finally:
         await svc.close()
     assert any(r.state == "deleting" for r in index_files(db)), "the crash left no intent"
-    async with await CheckpointService.open(str(db)):
+    async with await CheckpointService.open(str(db), recover=True):  # a deleting command
         pass
     assert_consistent(db, root)
     _assert_final(db, root, expected)

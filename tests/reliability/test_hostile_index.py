@@ -81,15 +81,38 @@ def test_rows_pointing_outside_the_root_are_refused(tmp_path: Path, victim: Vict
         sql(db, "UPDATE files SET relpath = ? WHERE id = ?", (value, fid))
     else:
         sql(db, "UPDATE steps SET relpath = ? WHERE relpath = ?", (value, STEP))
-    code, plan, _ = _prune(root, db, "--dry-run")
-    assert code == 0
+    code, plan, err = _prune(root, db, "--dry-run")
+    assert code == 0, err
     reasons = [p["reason"] for p in plan["protected"]]  # type: ignore[union-attr]
     assert any(REFUSED in r for r in reasons), f"no refusal shown: {plan}"
     planned = [f for s in plan["delete"] for f in s["files"]]  # type: ignore[union-attr]
     assert not [f for f in planned if "victim" in f or ".." in f]
-    _prune(root, db, "--yes")
+    code, result, err = _prune(root, db, "--yes")
+    # The refused row is protected, not a failed item: the rest of the plan is carried out
+    # and the run succeeds, naming the refusal.
+    assert code == 0, err
+    assert result["failed"] == []  # type: ignore[index]
+    assert any(REFUSED in p["reason"] for p in result["protected"])  # type: ignore[index,union-attr]
     victim.assert_intact()
-    assert (root / STEP / "layer_1" / "checkpoint.safetensors").exists() or table == "files"
+    step100 = root / STEP
+    step200 = step100.with_name("checkpoint_200")
+    layer0, layer1 = (step100 / f"layer_{n}" / "checkpoint.safetensors" for n in (0, 1))
+    if table == "files":
+        # Only the hijacked row is refused: its sibling in the same step is deleted, and the
+        # real layer_0 file (no valid row names it any more) is left where it is.
+        assert layer0.exists()
+        assert not layer1.exists() and not layer1.parent.exists()
+        deleted = {d["path"] for d in result["deleted"]}  # type: ignore[union-attr]
+        assert str(layer1) in deleted and str(layer0) not in deleted
+    else:
+        # The whole step's row is refused: nothing of that step is touched.
+        assert layer0.exists() and layer1.exists()
+    assert not step200.exists(), "the valid rest of the plan was not carried out"
+    assert files_on_disk(root) == {
+        *([layer0] if table == "files" else [layer0, layer1]),
+        *(step100.with_name("checkpoint_300") / f"layer_{n}" / "checkpoint.safetensors"
+          for n in (0, 1)),
+    }
     # The refused row is kept (never silently dropped), so the user can still see it.
     assert any(r.id == fid for r in index_files(db))
 
@@ -144,10 +167,14 @@ def test_rows_with_wrong_types_are_refused(tmp_path: Path, victim: Victim, case:
     assert code == 0, err
     reasons = {p["path"]: p["reason"] for p in plan["protected"]}  # type: ignore[union-attr]
     assert any("refused" in r for r in reasons.values()), f"no refusal shown: {plan}"
-    _prune(root, db, "--yes")
+    code, result, err = _prune(root, db, "--yes")
+    assert code == 0, err
     victim.assert_intact()
     assert target.exists(), "a file whose row is malformed was deleted"
     assert files_on_disk(root) <= before
+    # The well-formed rest of the plan went: checkpoint_200 is pruned in every case.
+    assert not (root / STEP).with_name("checkpoint_200").exists()
+    assert str(target) not in {d["path"] for d in result["deleted"]}  # type: ignore[union-attr]
 
 
 def test_corrupt_database_file_is_refused_with_one_line(tmp_path: Path) -> None:
@@ -206,7 +233,7 @@ async def test_recovery_of_a_hostile_deleting_row_never_crashes_the_open(
         _point_at(db, fid, victim.path / "checkpoint.safetensors")
     sql(db, edits[case].replace(":fid", str(fid)))
     sql(db, "UPDATE files SET state = 'deleting' WHERE id = ?", (fid,))
-    async with await CheckpointService.open(str(db)):
+    async with await CheckpointService.open(str(db), recover=True):  # a deleting command
         pass
     victim.assert_intact()
     rows = {r.id: r for r in index_files(db)}
