@@ -2,8 +2,8 @@
 
 The deletion contract: rows are marked ``deleting`` and committed before any unlink, and the
 next deleting command (``open(recover=True)``, ``execute``) finishes them. So after any crash
-the index lists no file that is gone, nothing stays ``deleting``, no emptied layer/step directory is left behind, and
-finishing the prune leaves exactly the newest step of each training.
+the index lists no file that is gone, nothing stays ``deleting``, no emptied layer/step
+directory is left behind, and finishing the prune leaves exactly the newest step of each training.
 """
 
 from __future__ import annotations
