@@ -5,16 +5,26 @@ The rules follow the reference Rust implementation (``safetensors`` 0.8), but ar
 stricter in a few places where the library is lenient: duplicate JSON keys, unknown
 fields in a tensor entry, and non-string ``dtype`` / non-object tensor entries (which
 serde happens to accept) are all rejected as corrupt.
+
+Decoding: msgspec's JSON decoder (C) decodes a header several times faster than ``json``
+with the hooks the rules need, but it keeps the last of duplicate keys and reads ``-0`` as the
+integer 0. So it is the fast path only for text without ``\\u`` escapes and without negative
+numbers, and its result stands only when the header validates and the count of ``:`` in the
+text proves that no key was dropped; anything else is decided by the exact ``json`` path, which
+also words every error. Both paths accept exactly the same headers.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import operator
 import os
+import re
 import stat
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
+
+import msgspec
 
 MAX_HEADER_BYTES = 100_000_000
 _U64_MAX = 2**64 - 1
@@ -44,8 +54,9 @@ class HeaderError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
-class TensorEntry:
+# Named tuples, not frozen dataclasses: a frozen dataclass's __init__ sets each field through
+# object.__setattr__, which cost more than the JSON decoding of a whole header.
+class TensorEntry(NamedTuple):
     name: str
     dtype: str
     shape: tuple[int, ...]
@@ -53,8 +64,7 @@ class TensorEntry:
     end: int
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     header_len: int
     tensors: tuple[TensorEntry, ...]  # sorted by start offset
     metadata: dict[str, str]
@@ -125,11 +135,15 @@ def _is_u64(value: object) -> bool:
 
 def _nbytes(name: str, dtype: str, shape: tuple[int, ...]) -> int:
     """Byte size of a tensor, with the library's u64 overflow checks at every step."""
-    count = 1
-    for dim in shape:
-        count *= dim
-        if count > _U64_MAX:
-            _corrupt(f"tensor {_q(name)}: shape overflows")
+    count = math.prod(shape)
+    # Dims >= 1 never shrink the running product, so only a product past u64 or a zero among
+    # several dims (an earlier partial product may have overflowed) needs the step-wise check.
+    if count > _U64_MAX or (count == 0 and len(shape) > 1):
+        count = 1
+        for dim in shape:
+            count *= dim
+            if count > _U64_MAX:
+                _corrupt(f"tensor {_q(name)}: shape overflows")
     bits = count * DTYPE_BITS[dtype]
     if bits > _U64_MAX:
         _corrupt(f"tensor {_q(name)}: size overflows")
@@ -145,28 +159,15 @@ def _all_u64(values: list[object]) -> bool:
     return True
 
 
-def _entry(name: str, info: object) -> TensorEntry:
-    if type(info) is not dict or info.keys() != _ENTRY_KEYS:
-        _corrupt(f"tensor {_q(name)}: expected an object with dtype, shape, data_offsets")
-    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if type(dtype) is not str:
-        _corrupt(f"tensor {_q(name)}: dtype is not a string")
-    if type(shape) is not list or not _all_u64(shape):
-        _corrupt(f"tensor {_q(name)}: shape is not a list of non-negative integers")
-    if type(offsets) is not list or len(offsets) != 2 or not _all_u64(offsets):
-        _corrupt(f"tensor {_q(name)}: data_offsets is not [begin, end]")
-    start, end = offsets
-    if start > end:
-        _corrupt(f"tensor {_q(name)}: data_offsets end before they begin")
-    return TensorEntry(name, dtype, tuple(shape), start, end)
-
-
 def _metadata(raw: object) -> dict[str, str]:
     if raw is None:  # the library reads null as "no metadata"
         return {}
-    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+    if not isinstance(raw, dict):
         _corrupt("__metadata__ is not an object of strings")
-    return dict(raw)
+    for v in raw.values():
+        if not isinstance(v, str):
+            _corrupt("__metadata__ is not an object of strings")
+    return raw  # a dict the decoder just built: nobody else holds it
 
 
 # Decoders built once (json.loads with hooks builds one per call), keyed by
@@ -182,6 +183,13 @@ _DECODERS = {
 }
 
 
+_fast_decode = msgspec.json.Decoder().decode
+# A number token follows "[", "," or ":" (or starts the text); a minus there is a negative
+# number, which msgspec and serde read differently ("-0"). Strings can match too: then the
+# exact path decides, which is only slower.
+_NEGATIVE_NUMBER = re.compile(r"(?:^|[\[,:])[ \t\n\r]*-")
+
+
 def parse_header(prefix: bytes, file_size: int, *, max_header: int = MAX_HEADER_BYTES) -> Header:
     """Validate a header from the file's first ``8 + N`` (or more) bytes and its size."""
     if file_size < 8 or len(prefix) < 8:
@@ -195,6 +203,10 @@ def parse_header(prefix: bytes, file_size: int, *, max_header: int = MAX_HEADER_
         text = prefix[8 : 8 + n].decode("utf-8")
     except UnicodeDecodeError:
         _corrupt("header is not valid UTF-8")
+    if "\\u" not in text and ("-" not in text or _NEGATIVE_NUMBER.search(text) is None):
+        header = _parse_fast(n, text, file_size)
+        if header is not None:
+            return header
     try:
         # The slow hooks only where they can matter: escapes (lone surrogates) and minus
         # signs ("-0" is a float to serde); most headers have neither.
@@ -203,12 +215,78 @@ def parse_header(prefix: bytes, file_size: int, *, max_header: int = MAX_HEADER_
         raise HeaderError("corrupt", f"header is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         _corrupt("header JSON is not an object")
+    return _validate(n, raw, file_size)
+
+
+def _parse_fast(n: int, text: str, file_size: int) -> Header | None:
+    """The header when msgspec's decoding of ``text`` (no escapes, no negative numbers) is
+    valid and provably lost no duplicate key; None when only the exact path can tell."""
+    try:
+        raw = _fast_decode(text)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError: ints past its range
+        return None
+    if type(raw) is not dict:
+        return None
+    keys = len(raw)
+    try:
+        header = _validate(n, raw, file_size)
+    except HeaderError:
+        return None
+    # Without \\u escapes, every ":" of the text is a key's or inside a string. A valid
+    # header's keys are its top-level ones, three per tensor and the metadata's; the strings
+    # with a ":" can only be tensor names and metadata (dtypes and field names have none).
+    # Fewer keys decoded than the text has means a duplicate was dropped.
+    meta = header.metadata
+    keys += 3 * len(header.tensors) + len(meta)
+    colons = text.count(":")
+    if colons != keys:
+        in_strings = "".join(t.name for t in header.tensors).count(":")
+        if meta:
+            in_strings += "".join(meta).count(":") + "".join(meta.values()).count(":")
+        if colons != keys + in_strings:
+            return None
+    return header
+
+
+_OFFSET_ORDER = operator.attrgetter("start", "end", "name")
+# A named tuple's generated __new__ is a Python-level wrapper around tuple.__new__.
+_tuple_new = tuple.__new__
+
+
+def _validate(n: int, raw: dict[str, Any], file_size: int) -> Header:
+    """The rules after decoding (``raw`` is consumed). Checks run in a fixed order, so a header
+    with several problems always gets the same verdict: metadata, then every entry's shape
+    (corrupt), then dtypes (unsupported), then offsets in data order (corrupt), then size."""
     metadata = _metadata(raw.pop("__metadata__", None))
-    entries = [_entry(name, info) for name, info in raw.items()]
-    for e in entries:
-        if e.dtype not in DTYPE_BITS:
-            raise HeaderError("unsupported", f"tensor {_q(e.name)}: unknown dtype {_q(e.dtype)}")
-    entries.sort(key=lambda e: (e.start, e.end, e.name))
+    entries: list[TensorEntry] = []
+    unknown_dtype = False
+    for name, info in raw.items():  # one loop, no call per entry: this runs for every file
+        if type(info) is not dict or info.keys() != _ENTRY_KEYS:
+            _corrupt(f"tensor {_q(name)}: expected an object with dtype, shape, data_offsets")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if type(dtype) is not str:
+            _corrupt(f"tensor {_q(name)}: dtype is not a string")
+        if type(shape) is not list or not _all_u64(shape):
+            _corrupt(f"tensor {_q(name)}: shape is not a list of non-negative integers")
+        if type(offsets) is not list or len(offsets) != 2:
+            _corrupt(f"tensor {_q(name)}: data_offsets is not [begin, end]")
+        start, end = offsets
+        if (
+            type(start) is not int
+            or type(end) is not int
+            or not 0 <= start <= _U64_MAX
+            or not 0 <= end <= _U64_MAX
+        ):
+            _corrupt(f"tensor {_q(name)}: data_offsets is not [begin, end]")
+        if start > end:
+            _corrupt(f"tensor {_q(name)}: data_offsets end before they begin")
+        if dtype not in DTYPE_BITS:
+            unknown_dtype = True
+        entries.append(_tuple_new(TensorEntry, (name, dtype, tuple(shape), start, end)))
+    if unknown_dtype:
+        e = next(e for e in entries if e.dtype not in DTYPE_BITS)
+        raise HeaderError("unsupported", f"tensor {_q(e.name)}: unknown dtype {_q(e.dtype)}")
+    entries.sort(key=_OFFSET_ORDER)
     cursor = 0
     for e in entries:
         if e.start != cursor:
@@ -217,14 +295,12 @@ def parse_header(prefix: bytes, file_size: int, *, max_header: int = MAX_HEADER_
         if e.end - e.start != _nbytes(e.name, e.dtype, e.shape):
             _corrupt(f"tensor {_q(e.name)}: data_offsets do not match {e.dtype} {list(e.shape)}")
         cursor = e.end
-    header = Header(n, tuple(entries), metadata, cursor)
-    if header.total_bytes > file_size:
-        raise HeaderError(
-            "truncated", f"file has {file_size} bytes, header promises {header.total_bytes}"
-        )
-    if header.total_bytes < file_size:
-        _corrupt(f"{file_size - header.total_bytes} unexpected bytes after the last tensor")
-    return header
+    total = 8 + n + cursor
+    if total > file_size:
+        raise HeaderError("truncated", f"file has {file_size} bytes, header promises {total}")
+    if total < file_size:
+        _corrupt(f"{file_size - total} unexpected bytes after the last tensor")
+    return _tuple_new(Header, (n, tuple(entries), metadata, cursor))
 
 
 def _pread_exact(fd: int, size: int, offset: int) -> bytes:

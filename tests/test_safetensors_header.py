@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from ckpt_tui import safetensors_header as sh
 from ckpt_tui.safetensors_header import (
     DTYPE_BITS,
     MAX_HEADER_BYTES,
@@ -45,14 +46,29 @@ def entry(dtype: Any, shape: Any, begin: Any, end: Any) -> dict[str, Any]:
     return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
 
 
+def exact_parse(raw: bytes, file_size: int) -> Header:
+    """parse_header through the ``json`` path only (the msgspec fast path turned off)."""
+    with mock.patch.object(sh, "_parse_fast", lambda *_: None):
+        return parse_header(raw, file_size)
+
+
+def verdict(parse: Callable[[], Header]) -> Header | tuple[str, str]:
+    try:
+        return parse()
+    except HeaderError as exc:
+        return exc.status, str(exc)
+
+
 def outcome(tmp_path: Path, raw: bytes) -> Header | str:
-    """Parse ``raw`` both purely and from a file; both must agree. Returns Header or status."""
+    """Parse ``raw`` purely, from a file and through the exact path alone; all must agree.
+    Returns Header or status."""
     path = tmp_path / "t.safetensors"
     path.write_bytes(raw)
     results: list[Header | str] = []
     parsers: list[Callable[[], Header]] = [
         lambda: parse_header(raw, len(raw)),
         lambda: read_header(path),
+        lambda: exact_parse(raw, len(raw)),
     ]
     for parse in parsers:
         try:
@@ -60,7 +76,7 @@ def outcome(tmp_path: Path, raw: bytes) -> Header | str:
         except HeaderError as exc:
             assert exc.status in {"truncated", "corrupt", "unsupported"}
             results.append(exc.status)
-    assert results[0] == results[1]
+    assert results[0] == results[1] == results[2]
     return results[0]
 
 
@@ -355,6 +371,118 @@ def test_deeply_nested_json_is_corrupt(tmp_path: Path) -> None:
         assert outcome(tmp_path, raw) == "corrupt"
         raw = build(b'{"x":' + b'{"a":' * depth + b"1" + b"}" * depth + b"}")
         assert outcome(tmp_path, raw) == "corrupt"
+
+
+# ----------------------------------------------------------------------------- fast path
+# msgspec decodes most headers; it keeps the last of duplicate keys and reads -0 as 0, so its
+# result stands only when the exact (json) path would give the same one.
+
+
+def test_fast_path_decodes_common_headers(tmp_path: Path) -> None:
+    path = tmp_path / "lib.safetensors"
+    save_file(
+        {"W_enc": np.ones((4, 3), dtype=np.float32), "b_dec": np.zeros(3, dtype=np.float16)},
+        str(path),
+        metadata={"step": "498000", "when": "2024-06-01T10:00:00", "note": "a: b, c"},
+    )
+    pretty = build(json.dumps(VALID, indent=2).encode(), VALID_DATA)  # ": " and newlines
+    for raw in (path.read_bytes(), build(VALID, VALID_DATA), pretty):
+        with mock.patch.object(sh, "_DECODERS", {}):  # the json path would raise KeyError
+            h = parse_header(raw, len(raw))
+        assert h == exact_parse(raw, len(raw))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # duplicates msgspec silently drops, with and without ":" in strings or odd spacing
+        b'{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},'
+        b'"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}',
+        b'{"a:b":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},'
+        b'"a:b" :{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}',
+        b'{"__metadata__":{"k":"x:y","k" : "x:y"}}',
+        b'{"__metadata__":{"k":"1"} ,"__metadata__" :{"k":"1"}}',
+        b'{"__metadata__":null,"__metadata__":null}',
+        b'{"t":{"dtype":"F32","dtype" :"F32","shape":[0],"data_offsets":[0,0]}}',
+        b'{"t":{"dtype":"F32","shape":[0],"shape":[0],"data_offsets":[0,0]}}',
+        # a duplicate hidden by a colon in a string: the counts must not cancel out
+        b'{"__metadata__":{"k":"v","k":"v"},"x:":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}',
+        # numbers msgspec reads differently or not at all
+        b'{"t":{"dtype":"F32","shape":[-0],"data_offsets":[0,0]}}',
+        b'{"t":{"dtype":"F32","shape":[0],"data_offsets":[-0,0]}}',
+        b'{"t":{"dtype":"F32","shape":[ -0],"data_offsets":[0,0]}}',
+        b'{"t":{"dtype":"F32","shape":[0],"data_offsets":[0, -0]}}',
+        b'{"t":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,0]}}',
+        b'{"t":{"dtype":"F32","shape":[1e400],"data_offsets":[0,0]}}',
+        b'{"t":{"dtype":"F32","shape":[' + b"9" * 5000 + b'],"data_offsets":[0,0]}}',
+        b'{"__metadata__":{"k":NaN}}',
+        b'{"__metadata__":{"k":-Infinity}}',
+        b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        # escapes: lone surrogates, escaped colons and keys that collide once unescaped
+        b'{"__metadata__":{"k":"\\ud800"}}',
+        b'{"__metadata__":{"\\u006b":"1","k":"2"}}',
+        # an unknown dtype next to a duplicate: corrupt wins, as on the json path
+        b'{"a":{"dtype":"F128","shape":[0],"data_offsets":[0,0]},'
+        b'"b":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},'
+        b'"b":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}',
+    ],
+)
+def test_fast_path_agrees_with_the_exact_path(tmp_path: Path, text: bytes) -> None:
+    raw = build(text)
+    assert verdict(lambda: parse_header(raw, len(raw))) == verdict(
+        lambda: exact_parse(raw, len(raw))
+    )
+    assert outcome(tmp_path, raw) in ("corrupt", "unsupported")
+
+
+def test_fast_path_keeps_valid_negative_looking_strings(tmp_path: Path) -> None:
+    header = {"__metadata__": {"loss": "-0.5", "range": "[-1, 1]", "d": "2024-06-01"}, **VALID}
+    h = outcome(tmp_path, build(header, VALID_DATA))
+    assert isinstance(h, Header) and h.metadata == header["__metadata__"]
+    h = outcome(tmp_path, build(b'{"__metadata__":{"k":"\\u003a","j":"a:"}}'))
+    assert isinstance(h, Header) and h.metadata == {"k": ":", "j": "a:"}
+
+
+def _json_text(draw: st.DrawFn) -> str:
+    """Header-like JSON written with varied separators, keys with ':' and duplicates."""
+    names = st.sampled_from(["a", "b", "a:b", ":", "x y", "__metadata__", "dtype"])
+    colon = st.sampled_from([":", ": ", " :", " : ", "\n:"])
+    comma = st.sampled_from([",", ", ", " ,", ",\n"])
+
+    def obj(members: list[tuple[str, str]]) -> str:
+        return "{" + draw(comma).join(json.dumps(k) + draw(colon) + v for k, v in members) + "}"
+
+    members = []
+    cursor = 0
+    for _ in range(draw(st.integers(0, 4))):
+        n = draw(st.sampled_from([0, 4, 8]))
+        fields = [
+            ("dtype", json.dumps(draw(st.sampled_from(["F32", "I8", "F128"])))),
+            ("shape", json.dumps([n // 4] if draw(st.booleans()) else [n // 4, 1])),
+            ("data_offsets", json.dumps([cursor, cursor + n])),
+        ]
+        if draw(st.integers(0, 5)) == 0:
+            fields.append(draw(st.sampled_from(fields)))
+        members.append((draw(names), obj(fields)))
+        cursor += n
+    if draw(st.booleans()):
+        meta = draw(st.dictionaries(st.sampled_from(["k", "k:", "v"]), st.text(":-ab", max_size=3)))
+        members.append(("__metadata__", json.dumps(meta)))
+    if members and draw(st.integers(0, 4)) == 0:
+        members.append(draw(st.sampled_from(members)))
+    return obj(members)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_fast_path_agrees_with_the_exact_path_on_generated_headers(data: st.DataObject) -> None:
+    text = data.draw(st.composite(lambda draw: _json_text(draw))()).encode()
+    raw = build(text)
+    for size in (len(raw), len(raw) + data.draw(st.sampled_from([0, 4, 8, 12, 16]))):
+        padded = raw + b"\0" * (size - len(raw))
+        assert verdict(lambda p=padded, n=size: parse_header(p, n)) == verdict(
+            lambda p=padded, n=size: exact_parse(p, n)
+        )
 
 
 # ----------------------------------------------------------------------------- I/O behaviour
