@@ -19,7 +19,7 @@ from ckpt_tui.errors import CkptError, TargetError
 
 if TYPE_CHECKING:
     from ckpt_tui.service import CheckpointService
-    from ckpt_tui.types import DeleteProgress, Plan
+    from ckpt_tui.types import DeleteProgress, Plan, RootInfo
 
 T = TypeVar("T")
 EXIT_FAILED = 1  # some items failed, or the user's input was refused
@@ -90,13 +90,36 @@ protect_options = [
     ),
     click.option(
         "--recent",
-        type=float,
-        default=120.0,
+        default="120",
         show_default=True,
         metavar="SECONDS",
-        help="Files modified this recently are protected.",
+        help="Files modified this recently are protected (0 turns this off).",
+    ),
+    click.option(
+        "--include-foreign",
+        is_flag=True,
+        help="Also delete the foreign files the plan lists (files under a step that its "
+        "trainer did not write: notes, READMEs, analysis folders). Check the dry run first.",
     ),
 ]
+
+
+MAX_SECONDS = 100 * 365 * 86400.0  # a century: larger durations are typing mistakes
+
+
+def _seconds(value: float | str, what: str) -> float:
+    """A finite, non-negative number of seconds, or one clear refusal (never a traceback)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise TargetError(f"{what} must be a number of seconds, not {value!r}") from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise TargetError(f"{what} must be a finite number of seconds, not {value!r}")
+    if seconds < 0:
+        raise TargetError(f"{what} cannot be negative ({value!r}); 0 turns the protection off")
+    if seconds > MAX_SECONDS:
+        raise TargetError(f"{what} is more than a century ({value!r}); refused")
+    return seconds
 
 
 def _add(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
@@ -167,7 +190,7 @@ def scan(root: str, db: str | None, as_json: bool) -> int:
     """Index ROOT (incremental: unchanged files are not read again)."""
     import json
 
-    from ckpt_tui.clifmt import Progress, print_scan
+    from ckpt_tui.clifmt import Progress, print_interrupted, print_scan
     from ckpt_tui.service import CheckpointService
 
     async def go() -> int:
@@ -176,6 +199,9 @@ def scan(root: str, db: str | None, as_json: bool) -> int:
             result = await svc.scan(root, progress.on_scan if progress else None)
             if progress:
                 progress.close()
+            pending = await svc.interrupted()
+            if pending is not None:
+                print_interrupted(pending, finishing=False)
             if as_json:
                 click.echo(
                     json.dumps(
@@ -226,29 +252,19 @@ def ls_cmd(
     import json
 
     from ckpt_tui import export
-    from ckpt_tui.clifmt import print_tree, tree_json
+    from ckpt_tui.clifmt import print_interrupted, print_tree, tree_json
     from ckpt_tui.service import CheckpointService
 
     fmt = fmt or ("json" if as_json else "table")
 
     async def go() -> int:
         async with await CheckpointService.open(db) as svc:
-            info = await svc.get_root(root)
-            if info is None or info.scanned_at is None:
-                await svc.scan(root)
-                info = await svc.get_root(root)
-            assert info is not None
-            tree = await svc.tree(info.id, trainings or None)
-            if trainings:
-                found = {t.training.name for t in tree} | {
-                    os.path.relpath(t.training.path, info.path) for t in tree
-                }
-                missing = [n for n in trainings if n not in found]
-                if missing:
-                    click.echo(
-                        f"ckpt-tui: no training named {missing[0]!r} under {info.path}", err=True
-                    )
-                    return EXIT_FAILED
+            info = await _indexed_root(svc, root)
+            pending = await svc.interrupted()
+            if pending is not None:
+                print_interrupted(pending, finishing=False)
+            ids = await svc.resolve_trainings(info.id, trainings) if trainings else None
+            tree = await svc.tree(info.id, training_ids=ids)
             if fmt == "json":
                 click.echo(json.dumps(tree_json(info.path, tree)))
             elif fmt == "ncdu":
@@ -324,31 +340,43 @@ def prune(
     as_json: bool,
     db: str | None,
     force: bool,
-    recent: float,
+    recent: str,
+    include_foreign: bool,
 ) -> int:
-    """Delete all but the steps the rules keep (pinned and newest steps are always kept).
+    """Delete all but the steps the rules keep. Rules count valid steps only; the newest
+    valid step, pinned steps and steps that may be in progress are always kept.
 
-    Rules combine as a union, and each kept step shows every reason it is kept.
+    Rules combine as a union, and each kept step shows every reason it is kept. Empty step
+    folders older than the newest valid step are removed (rmdir only).
     """
     from ckpt_tui.retention import Rules, parse_best, parse_duration
 
+    recent_s = _seconds(recent, "--recent")
     try:
         rules = Rules(
             keep=keep,
             every=every,
             best=parse_best(best, best_n) if best else None,
-            newer_than_s=parse_duration(newer_than) if newer_than else None,
+            newer_than_s=(
+                _seconds(parse_duration(newer_than), "--newer-than") if newer_than else None
+            ),
             newer_than_label=newer_than or "",
         )
-    except ValueError as err:
+    except (ValueError, OverflowError) as err:
         raise TargetError(str(err)) from None
 
     async def make(svc: CheckpointService, root_id: int, include_open: bool) -> Plan:
-        return await svc.planner.plan_retention(
-            root_id, keep, trainings or None, force=force, include_open=include_open, rules=rules
+        return await svc.plan_retention(
+            root_id,
+            keep,
+            trainings or None,
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
+            rules=rules,
         )
 
-    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, recent))
+    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, recent_s, explicit=False))
 
 
 @main.command()
@@ -368,16 +396,63 @@ def rm(
     as_json: bool,
     db: str | None,
     force: bool,
-    recent: float,
+    recent: str,
+    include_foreign: bool,
 ) -> int:
-    """Delete step directories or files under ROOT (exactly what was scanned)."""
+    """Delete step folders, files in them, or whole training folders under ROOT (exactly
+    what was scanned; a training's emptied folders go after its last step)."""
+    recent_s = _seconds(recent, "--recent")
 
     async def make(svc: CheckpointService, root_id: int, include_open: bool) -> Plan:
-        return await svc.planner.plan_targets(
-            root_id, targets, force=force, include_open=include_open
+        return await svc.plan_targets(
+            root_id,
+            targets,
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
         )
 
-    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, recent))
+    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, recent_s, explicit=True))
+
+
+@main.command()
+@click.argument("root", type=click.Path())
+@click.argument("steps", nargs=-1, required=True, metavar="STEP_DIR...")
+@db_option
+@_guard
+def pin(root: str, steps: tuple[str, ...], db: str | None) -> int:
+    """Pin step folders: never planned or deleted, under any root that holds them."""
+    return _run(_set_pins(root, steps, db, pinned=True))
+
+
+@main.command()
+@click.argument("root", type=click.Path())
+@click.argument("steps", nargs=-1, required=True, metavar="STEP_DIR...")
+@db_option
+@_guard
+def unpin(root: str, steps: tuple[str, ...], db: str | None) -> int:
+    """Unpin step folders."""
+    return _run(_set_pins(root, steps, db, pinned=False))
+
+
+async def _set_pins(root: str, steps: tuple[str, ...], db: str | None, *, pinned: bool) -> int:
+    from ckpt_tui.service import CheckpointService
+
+    async with await CheckpointService.open(db) as svc:
+        info = await _indexed_root(svc, root)
+        for path in await svc.set_pinned_paths(info.id, steps, pinned):
+            click.echo(f"{'pinned' if pinned else 'unpinned'} {path}")
+    return 0
+
+
+async def _indexed_root(svc: CheckpointService, root: str) -> RootInfo:
+    """The root's index entry, scanning it first if it was never scanned."""
+    info = await svc.get_root(root)
+    if info is None or info.scanned_at is None:
+        await svc.scan(root)
+        info = await svc.get_root(root)
+    assert info is not None
+    return info
 
 
 async def _delete_flow(
@@ -388,35 +463,56 @@ async def _delete_flow(
     yes: bool,
     as_json: bool,
     recent: float,
+    *,
+    explicit: bool,
 ) -> int:
+    """Plan, show, confirm, delete. ``explicit``: the user named the targets (``rm``), so
+    a plan that deletes none of them is refused (exit 1), not a success."""
     import json
 
-    from ckpt_tui.clifmt import Progress, plan_json, print_plan, print_result, result_json
-    from ckpt_tui.deletion import deletion_lock
-    from ckpt_tui.planning import ALREADY_DELETING, Protection
+    from ckpt_tui.clifmt import (
+        Progress,
+        plan_json,
+        print_interrupted,
+        print_plan,
+        print_result,
+        result_json,
+    )
+    from ckpt_tui.planning import Protection
     from ckpt_tui.service import CheckpointService
 
     async with await CheckpointService.open(
         db, protection=Protection(recent_seconds=recent)
     ) as svc:
-        info = await svc.get_root(root)
-        if info is None or info.scanned_at is None:
-            await svc.scan(root)
-            info = await svc.get_root(root)
-        assert info is not None
+        info = await _indexed_root(svc, root)
         plan = await make(svc, info.id, False)
+        pending = await svc.interrupted()
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         if dry_run:
+            if pending is not None:
+                print_interrupted(pending, finishing=False)
             click.echo(json.dumps(plan_json(plan))) if as_json else print_plan(plan, dry_run=True)
             return 0
         if not as_json:
             print_plan(plan, dry_run=False)
         if plan.empty and not any(p.needs_confirmation for p in plan.protected):
-            if any(p.reason == ALREADY_DELETING for p in plan.protected):
-                with deletion_lock(svc.db):  # raises IndexBusy while the other deleter runs
-                    pass
+            recovered = 0
+            if pending is not None and (yes or interactive):
+                print_interrupted(pending, finishing=True)
+                recovered = await svc.finish_interrupted()  # IndexBusy while it still runs
             if as_json:
-                click.echo(json.dumps(result_json(None, plan)))
+                out = result_json(None, plan)
+                out["recovered"] = recovered
+                click.echo(json.dumps(out))
+            if explicit and plan.protected:
+                reasons = sorted({p.reason for p in plan.protected})
+                click.echo(
+                    "ckpt-tui: nothing was deleted: every target is protected ("
+                    + "; ".join(reasons[:3])
+                    + ")",
+                    err=True,
+                )
+                return EXIT_FAILED
             return 0
         allow_open = False
         if not yes:
@@ -448,6 +544,8 @@ async def _delete_flow(
         on_progress: Callable[[DeleteProgress], None] | None = (
             progress.on_delete if progress else None
         )
+        if pending is not None:
+            print_interrupted(pending, finishing=True)
         result = await svc.execute(plan, on_progress, allow_open=allow_open)
         if progress:
             progress.close()

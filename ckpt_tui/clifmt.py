@@ -12,6 +12,7 @@ import humanize
 from ckpt_tui.types import (
     DeleteProgress,
     ExecuteResult,
+    Interrupted,
     Outcome,
     Plan,
     ScanProgress,
@@ -137,6 +138,11 @@ def print_scan(r: ScanResult) -> None:
         click.echo(f"  note: {note}")
 
 
+def _rel(root: str, path: str) -> str:
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else path
+
+
 def plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "dry_run": True,
@@ -147,7 +153,9 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "step": s.step,
                 "path": s.path,
                 "size_bytes": s.size_bytes,
+                "disk_bytes": s.disk_bytes,
                 "whole": s.whole,
+                "empty": not s.files,
                 "files": [f"{plan.root}/{f.path_rel}" for f in s.files],
             }
             for s in plan.steps
@@ -163,66 +171,132 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             for k in plan.keep
         ],
         "protected": [{"path": p.path, "reason": p.reason} for p in plan.protected],
+        "foreign": [{"path": f.path, "size_bytes": f.size_bytes} for f in plan.foreign],
+        "removes_dirs_if_empty": [f"{plan.root}/{'/'.join(d)}" for d in plan.training_dirs],
         "files": plan.file_count,
         "bytes": plan.bytes,
+        "disk_bytes": plan.disk_bytes,
     }
 
 
+def _both(apparent: int, disk: int) -> str:
+    """``1.2 GB`` when apparent and allocated agree, else ``1.2 GB (4.0 kB on disk)``."""
+    if apparent == disk:
+        return size(apparent)
+    return f"{size(apparent)} ({size(disk)} on disk)"
+
+
+def _protected_lines(plan: Plan) -> list[str]:
+    """Protected items; a step protected as a whole once (its folder, files, reason)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for p in plan.protected:
+        groups.setdefault((p.step_path or p.path, p.reason), []).append(p.path)
+    lines = []
+    for (where, reason), paths in groups.items():
+        if len(paths) == 1:
+            lines.append(f"{_rel(plan.root, paths[0])}: {reason}")
+        else:
+            lines.append(f"{_rel(plan.root, where)}/ ({len(paths)} files): {reason}")
+    return lines
+
+
 def print_plan(plan: Plan, *, dry_run: bool) -> None:
+    numbers: dict[tuple[str, int], int] = {}
     for k in plan.keep:
+        numbers[(k.training, k.step)] = numbers.get((k.training, k.step), 0) + 1
+    for k in plan.keep:
+        # two folders for one step number: name the one kept
+        where = f"  {_rel(plan.root, k.path)}" if numbers[(k.training, k.step)] > 1 else ""
         click.echo(
-            f"keep    {k.training} {k.step:>10}  {size(k.size_bytes):>10}  ({', '.join(k.reasons)})"
+            f"keep    {k.training} {k.step:>10}  {size(k.size_bytes):>10}  "
+            f"({', '.join(k.reasons)}){where}"
         )
-    for p in plan.protected[:SHOW_PATHS]:
-        click.echo(f"protect {p.path}: {p.reason}")
-    if len(plan.protected) > SHOW_PATHS:
-        click.echo(f"protect ... and {len(plan.protected) - SHOW_PATHS} more")
+    lines = _protected_lines(plan)
+    for line in lines[:SHOW_PATHS]:
+        click.echo(f"protect {line}")
+    if len(lines) > SHOW_PATHS:
+        click.echo(f"protect ... and {len(lines) - SHOW_PATHS} more")
     rows = [["", "TRAINING", "STEP", "SIZE", "FILES", "PATH"]]
     for s in plan.steps:
-        what = "delete" if s.whole else "partial"
-        rows.append([what, s.training, str(s.step), size(s.size_bytes), str(len(s.files)), s.path])
+        what = "empty" if not s.files else "delete" if s.whole else "partial"
+        rows.append(
+            [
+                what,
+                s.training,
+                str(s.step),
+                size(s.size_bytes),
+                str(len(s.files)),
+                _rel(plan.root, s.path),
+            ]
+        )
     if len(rows) > 1:
         _table(rows[: SHOW_PATHS * 3 + 1], {2, 3, 4})
         if len(rows) > SHOW_PATHS * 3 + 1:
             click.echo(f"... and {len(rows) - 1 - SHOW_PATHS * 3} more steps")
+    for d in plan.training_dirs:
+        click.echo(f"rmdir   {'/'.join(d)}/ if it is empty afterwards")
+    if plan.foreign:
+        total = sum(f.size_bytes for f in plan.foreign)
+        click.echo(
+            f"kept    {len(plan.foreign)} foreign files ({size(total)}) in the planned steps, "
+            "not written by the trainer (--include-foreign deletes them too):"
+        )
+        for f in plan.foreign[:SHOW_PATHS]:
+            click.echo(f"          {_rel(plan.root, f.path)}  {size(f.size_bytes)}")
+        if len(plan.foreign) > SHOW_PATHS:
+            click.echo(f"          ... and {len(plan.foreign) - SHOW_PATHS} more")
+    empty = sum(1 for s in plan.steps if not s.files)
     verb = "would free" if dry_run else "to free"
     click.echo(
-        f"{len(plan.steps)} steps, {plan.file_count} files, {verb} {size(plan.bytes)}"
+        f"{len(plan.steps)} steps, {plan.file_count} files, {verb} "
+        f"{_both(plan.bytes, plan.disk_bytes)}"
+        + (f"; {empty} empty step folders go (rmdir only)" if empty else "")
         + (" (dry run: nothing deleted)" if dry_run else "")
     )
 
 
 def result_json(result: ExecuteResult | None, plan: Plan | None = None) -> dict[str, Any]:
     protected = [{"path": p.path, "reason": p.reason} for p in (plan.protected if plan else ())]
+    foreign = [{"path": f.path, "size_bytes": f.size_bytes} for f in (plan.foreign if plan else ())]
     if result is None:
         return {
             "dry_run": False,
             "deleted": [],
             "failed": [],
             "skipped": [],
+            "already_gone": [],
+            "changed": [],
             "freed_bytes": 0,
+            "freed_disk_bytes": 0,
             "removed_dirs": [],
             "protected": protected,
+            "foreign": foreign,
+            "recovered": 0,
         }
     return {
         "dry_run": False,
         "deleted": [
-            {
-                "path": r.path,
-                "size_bytes": r.freed_bytes,
-                "already_gone": r.outcome == Outcome.ALREADY_GONE,
-            }
+            {"path": r.path, "size_bytes": r.freed_bytes, "disk_bytes": r.freed_disk_bytes}
             for r in result.deleted
         ],
-        "failed": [{"path": r.path, "error": r.error or r.outcome.value} for r in result.failed],
+        "already_gone": [{"path": r.path} for r in result.already_gone],
+        "changed": [{"path": r.path, "error": r.error} for r in result.changed],
+        "failed": [
+            {"path": r.path, "error": r.error or r.outcome.value}
+            for r in result.results
+            if r.outcome == Outcome.FAILED
+        ],
         "skipped": [
             {"path": r.path, "reason": r.error}
             for r in result.results
             if r.outcome == Outcome.SKIPPED
         ],
         "protected": protected,
+        "foreign": foreign,
         "removed_dirs": list(result.removed_dirs),
         "freed_bytes": result.freed_bytes,
+        "freed_disk_bytes": result.freed_disk_bytes,
+        "recovered": result.recovered,
         "stopped": result.stopped,
         "cancelled": result.cancelled,
         "seconds": round(result.seconds, 3),
@@ -230,16 +304,47 @@ def result_json(result: ExecuteResult | None, plan: Plan | None = None) -> dict[
 
 
 def print_result(result: ExecuteResult) -> None:
-    for r in result.failed[:SHOW_PATHS]:
+    if result.recovered:
+        click.echo(f"finished an interrupted deletion first: {result.recovered} files")
+    failed = [r for r in result.results if r.outcome == Outcome.FAILED]
+    for r in failed[:SHOW_PATHS]:
         click.echo(f"failed  {r.path}: {r.error}", err=True)
-    if len(result.failed) > SHOW_PATHS:
-        click.echo(f"failed  ... and {len(result.failed) - SHOW_PATHS} more", err=True)
+    if len(failed) > SHOW_PATHS:
+        click.echo(f"failed  ... and {len(failed) - SHOW_PATHS} more", err=True)
+    for r in result.changed[:SHOW_PATHS]:
+        click.echo(f"changed {r.path}: left alone ({r.error})", err=True)
+    if len(result.changed) > SHOW_PATHS:
+        click.echo(f"changed ... and {len(result.changed) - SHOW_PATHS} more", err=True)
+    if result.already_gone:
+        click.echo(f"already gone: {len(result.already_gone)} files (their rows were dropped)")
     if result.stopped:
         click.echo(f"ckpt-tui: {result.stopped}", err=True)
     click.echo(
         f"deleted {len(result.deleted)} files, removed {len(result.removed_dirs)} emptied "
-        f"directories, freed {size(result.freed_bytes)} in {result.seconds:.2f}s"
-        + (f"; {len(result.failed)} failed" if result.failed else "")
+        f"directories, freed {_both(result.freed_bytes, result.freed_disk_bytes)} "
+        f"in {result.seconds:.2f}s"
+        + (f"; {len(failed)} failed" if failed else "")
+        + (f"; {len(result.changed)} changed since the scan" if result.changed else "")
+    )
+
+
+def print_interrupted(pending: Interrupted, *, finishing: bool) -> None:
+    """One line on stderr about an interrupted deletion (read-only commands never finish it)."""
+    since = (
+        f" since {time.strftime('%Y-%m-%d %H:%M', time.localtime(pending.since))}"
+        if (pending.since)
+        else ""
+    )
+    steps = ", ".join(pending.first_steps[:3]) + (", ..." if pending.steps > 3 else "")
+    tail = (
+        "finishing it first"
+        if finishing
+        else "nothing was deleted now; the next `prune`/`rm` with --yes finishes it"
+    )
+    click.echo(
+        f"ckpt-tui: an interrupted deletion is pending{since}: {pending.files} files in "
+        f"{pending.steps} steps ({steps}); {tail}",
+        err=True,
     )
 
 

@@ -533,7 +533,9 @@ class Planner:
             whole_reason = step_reason(r.sid)
             if parts is not None and whole_reason is not None:
                 step_refused.setdefault(r.sid, whole_reason)
-                protected.append(Protected(path, whole_reason, r.fid, r.sid))
+                protected.append(
+                    Protected(path, whole_reason, r.fid, r.sid, step_path=f"{root}/{r.step_rel}")
+                )
                 continue
             reason = None
             needs_confirm = False
@@ -553,7 +555,11 @@ class Planner:
                 reason = f"open in {ctx.busy[(r.dev, r.inode)]}; needs a second confirmation"
                 needs_confirm = True
             if reason is not None:
-                protected.append(Protected(path, reason, r.fid, r.sid, needs_confirm))
+                protected.append(
+                    Protected(
+                        path, reason, r.fid, r.sid, needs_confirm, step_path=f"{root}/{r.step_rel}"
+                    )
+                )
                 continue
             assert parts is not None
             meta[r.sid] = r
@@ -580,7 +586,7 @@ class Planner:
             if layout.validate_step_record(empty.relpath) is None:
                 protected.append(Protected(empty.path, "refused: not a valid step path", None, sid))
             elif empty_why is not None:
-                protected.append(Protected(empty.path, empty_why, None, sid))
+                protected.append(Protected(empty.path, empty_why, None, sid, step_path=empty.path))
             else:
                 chosen[sid] = []
         _settle_links(chosen)

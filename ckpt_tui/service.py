@@ -9,14 +9,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ckpt_tui import fs, stepfacts
-from ckpt_tui.db import Database, FileRow, Pin, Root, Step, Training, open_database
+from ckpt_tui import fs, layout, stepfacts
+from ckpt_tui.db import ROLE_FOREIGN, Database, FileRow, Pin, Root, Step, Training, open_database
 from ckpt_tui.deletion import Deleter
 from ckpt_tui.errors import RootError
 from ckpt_tui.planning import Planner, Protection
@@ -190,7 +191,8 @@ class CheckpointService:
                         id=tid,
                         root_id=root_id,
                         name=name,
-                        path=_join(root_path, rel),
+                        path=_join(root_path, _training_folder(rel)),
+                        steps_path=_join(root_path, rel),
                         step_count=nsteps,
                         file_count=nfiles,
                         size_bytes=int(size),
@@ -201,7 +203,7 @@ class CheckpointService:
                         layer_count=layers or 0,
                     )
                 )
-        return sorted(out, key=lambda t: (t.name, t.path))
+        return sorted(_unique_names(out, root_path), key=lambda t: (t.name, t.path))
 
     async def steps(self, training_id: int) -> list[StepInfo]:
         """Steps of one training, ascending by step number, with completeness flags."""
@@ -269,10 +271,18 @@ class CheckpointService:
                 header_error=row.error if row.status in BAD_STATUSES else None,
             )
 
-    async def tree(self, root_id: int, names: Iterable[str] | None = None) -> list[TrainingTree]:
+    async def resolve_trainings(self, root_id: int, names: Iterable[str]) -> set[int]:
+        """Training ids for ``--training`` values (path, or a name that is not ambiguous)."""
+        return await self.planner.resolve_trainings(root_id, names)
+
+    async def tree(
+        self, root_id: int, *, training_ids: set[int] | None = None
+    ) -> list[TrainingTree]:
         """Everything under a root, nested, for ``ls`` and exports."""
         out = []
-        for t in await self.trainings(root_id, names):
+        for t in await self.trainings(root_id):
+            if training_ids is not None and t.id not in training_ids:
+                continue
             steps = await self.steps(t.id)
             files_by_step: dict[int, list[FileInfo]] = {s.id: [] for s in steps}
             step_paths = {s.id: s.path for s in steps}
@@ -383,7 +393,11 @@ class CheckpointService:
         include_foreign: bool = False,
     ) -> Plan:
         return await self.planner.plan_files(
-            root_id, file_ids, force=force, include_open=include_open
+            root_id,
+            file_ids,
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
         )
 
     async def plan_steps(
@@ -396,7 +410,11 @@ class CheckpointService:
         include_foreign: bool = False,
     ) -> Plan:
         return await self.planner.plan_steps(
-            root_id, step_ids, force=force, include_open=include_open
+            root_id,
+            step_ids,
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
         )
 
     async def plan_retention(
@@ -406,9 +424,19 @@ class CheckpointService:
         trainings: Iterable[str] | None = None,
         *,
         force: bool = False,
+        include_open: bool = False,
+        include_foreign: bool = False,
         rules: Rules | None = None,
     ) -> Plan:
-        return await self.planner.plan_retention(root_id, keep, trainings, force=force, rules=rules)
+        return await self.planner.plan_retention(
+            root_id,
+            keep,
+            trainings,
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
+            rules=rules,
+        )
 
     async def plan_targets(
         self,
@@ -420,7 +448,11 @@ class CheckpointService:
         include_foreign: bool = False,
     ) -> Plan:
         return await self.planner.plan_targets(
-            root_id, targets, force=force, include_open=include_open
+            root_id,
+            targets,
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
         )
 
     async def execute(
@@ -504,6 +536,27 @@ def _step_info(s: stepfacts.StepFact, a: stepfacts.Assessment, pinned: bool) -> 
     )
 
 
+def _unique_names(trainings: list[TrainingInfo], root: str) -> list[TrainingInfo]:
+    """Two families of steps in one training folder share its name: each is then shown by
+    the path of the folder holding its steps (``exp`` and ``exp/checkpoints``)."""
+    counts: dict[str, int] = {}
+    for t in trainings:
+        counts[t.name] = counts.get(t.name, 0) + 1
+    out = []
+    for t in trainings:
+        if counts[t.name] > 1:
+            where = t.steps_path
+            rel = where[len(root) :].strip("/") if where.startswith(root) else where
+            t = replace(t, name=rel or t.name)
+        out.append(t)
+    return out
+
+
+def _training_folder(steps_parent: str) -> str:
+    parts = tuple(p for p in steps_parent.split("/") if p)
+    return layout.join_parts(layout.training_dir_for(parts))
+
+
 def _join(root: str, rel: str) -> str:
     return f"{root}/{rel}" if rel else root
 
@@ -522,4 +575,5 @@ def _file_info(r: FileRow, step_path: str) -> FileInfo:
         status=FileStatus(r.status),
         state=RowState(r.state),
         error=r.error,
+        foreign=r.role == ROLE_FOREIGN,
     )

@@ -37,8 +37,8 @@ class RootInfo:
 class TrainingInfo:
     id: int
     root_id: int
-    name: str
-    path: str  # absolute
+    name: str  # the training folder relative to the root (unique among the root's trainings)
+    path: str  # absolute: the training folder
     step_count: int
     file_count: int
     size_bytes: int  # apparent bytes of every file under its steps
@@ -47,6 +47,7 @@ class TrainingInfo:
     max_step: int | None
     newest_mtime_ns: int | None
     layer_count: int  # distinct layers among the training's files
+    steps_path: str = ""  # absolute: the folder holding its steps (``path/checkpoints``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,7 @@ class Protected:
     file_id: int | None = None
     step_id: int | None = None
     needs_confirmation: bool = False  # an open file: deletable only with a second confirm
+    step_path: str = ""  # the step folder (absolute), when known
 
 
 @dataclass(frozen=True, slots=True)

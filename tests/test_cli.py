@@ -92,10 +92,14 @@ def test_prune_dry_run_then_real_run_free_the_same_bytes(tree: Path, db_path: st
 
 
 def test_prune_without_yes_and_without_terminal_refuses(tree: Path, db_path: str) -> None:
+    """README: with no terminal and no --yes, nothing is deleted and the exit code is 2."""
     before = files_under(tree)
-    code, _, err = run("prune", str(tree), "--keep", "1", db=db_path)
-    assert code != 0 and "--yes" in err
-    assert files_under(tree) == before
+    for args in (["prune", str(tree), "--keep", "1"],
+                 ["rm", str(tree), str(tree / "train_b" / "checkpoint_100")]):
+        code, _, err = run(*args, db=db_path)
+        assert code == 2, (args, err)
+        assert "--yes" in err and "nothing was deleted" in err
+        assert files_under(tree) == before
 
 
 def test_rm_step_and_file_targets(tree: Path, db_path: str) -> None:
@@ -138,15 +142,18 @@ def test_user_mistakes_are_one_line_without_traceback(tmp_path: Path, db_path: s
     a_file.write_text("x")
     corrupt = tmp_path / "corrupt.sqlite3"
     corrupt.write_bytes(b"SQLite format 3\0" + os.urandom(4000))
+    # README: exit 1 when the input was refused; usage errors are click's 2.
     cases = [
-        (["scan", str(tmp_path / "missing")], db_path, "does not exist"),
-        (["scan", str(a_file)], db_path, "not a directory"),
-        (["ls", str(tmp_path)], str(corrupt), "corrupt.sqlite3"),
-        (["prune", str(tmp_path), "--keep", "0"], db_path, "--keep"),
+        (["scan", str(tmp_path / "missing")], db_path, "does not exist", 1),
+        (["scan", str(a_file)], db_path, "not a directory", 1),
+        (["ls", str(tmp_path)], str(corrupt), "corrupt.sqlite3", 1),
+        (["prune", str(tmp_path), "--keep", "0"], db_path, "--keep", 2),
+        (["prune", str(tmp_path), "--keep", "1", "--newer-than", "soon"], db_path, "soon", 1),
+        (["prune", str(tmp_path), "--keep", "1", "--best", "loss:median"], db_path, "median", 1),
     ]
-    for args, db, needle in cases:
+    for args, db, needle, expected in cases:
         code, _, err = run(*args, db=db)
-        assert code != 0, args
+        assert code == expected, (args, err)
         assert needle in err, (args, err)
         assert "Traceback" not in err
 
@@ -191,7 +198,7 @@ def test_module_entry_point_and_exit_code_on_failure(tree: Path, db_path: str) -
     )
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
-    assert [f["path"] for f in doc["failed"]] == [str(victim)]
+    assert [f["path"] for f in doc["changed"]] == [str(victim)]
     assert victim.exists()
 
 

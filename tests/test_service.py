@@ -117,9 +117,16 @@ async def test_symlinked_layer_dir_is_listed_never_followed(
     t = (await svc.trainings(root_id))[0]
     step = (await svc.steps(t.id))[0]
     files = {f.relpath: f for f in await svc.files(step.id)}
-    assert files["layer_99"].status == FileStatus.SYMLINK
+    assert files["layer_99"].status == FileStatus.SYMLINK and files["layer_99"].foreign
     assert files["layer_99"].size_bytes == 0, "a symlink's target is never counted"
-    result = await svc.execute(await svc.plan_steps(root_id, [step.id]))
+    # the trainer wrote no such link: it is foreign, kept and named in the plan
+    plan = await svc.plan_steps(root_id, [step.id])
+    assert [f.path for f in plan.foreign] == [str(step_dir / "layer_99")]
+    result = await svc.execute(plan)
+    assert result.ok and (step_dir / "layer_99").is_symlink()
+    # asked for after being shown, the link itself goes; its target never does
+    plan = await svc.plan_steps(root_id, [step.id], include_foreign=True)
+    result = await svc.execute(plan)
     assert result.ok
     assert (victim / "checkpoint.safetensors").is_file(), "the target must survive"
     assert not step_dir.exists()
@@ -256,7 +263,7 @@ async def test_newest_and_recent_files_are_protected_unless_forced(tmp_path: Pat
     root = tmp_path / "root"
     make_training(root, "t", [1, 2], layers=("layer_0",))
     fresh = write_checkpoint(
-        root / "t" / "checkpoints" / "checkpoint_0" / "layer_0" / "x.safetensors",
+        root / "t" / "checkpoints" / "checkpoint_0" / "layer_0" / "checkpoint.safetensors",
         0,
         mtime=time.time(),
     )
@@ -265,7 +272,7 @@ async def test_newest_and_recent_files_are_protected_unless_forced(tmp_path: Pat
     ids = [s.id for s in await svc.steps(t.id)]
     plan = await svc.plan_steps(root_id, ids)
     reasons = {Path(p.path).parent.parent.name: p.reason for p in plan.protected}
-    assert "newest valid step" in reasons["checkpoint_2"]
+    assert "newest step" in reasons["checkpoint_2"]
     assert "modified" in reasons["checkpoint_0"]
     forced = await svc.plan_steps(root_id, ids, force=True)
     assert forced.file_count == 3 and str(fresh) in {
