@@ -12,12 +12,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 from safetensors.numpy import save_file
 
 from ckpt_tui.planning import Protection
 from ckpt_tui.service import CheckpointService
 
 OLD = time.time() - 86_400  # files a day old: outside the live-writer window
+
+# Hypothesis: a fixed, derandomized profile in CI (``.ci/run`` sets CI=true), so a run is
+# reproducible and a red CI is a real failure, never a new random draw; locally the default
+# random exploration, with the example database so a failure found once is replayed first.
+# HYPOTHESIS_PROFILE=ci reproduces CI's draws on a developer machine.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 def write_checkpoint(

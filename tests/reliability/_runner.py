@@ -7,6 +7,11 @@ also an OS call to misbehave or be observed:
 - ``CKPT_FAULT_UNLINK_LOG=FILE``: append the full path of every successful unlink to FILE.
 - ``CKPT_FAULT_UNLINK_ERRNO=SUBSTR:ERRNO``: unlinks whose full path contains SUBSTR raise
   ``OSError(ERRNO)`` (root ignores permission bits, so EACCES etc. are produced this way).
+- ``CKPT_FAULT_UNLINK_GATE=DIR[:N]``: a handshake instead of a sleep. Right before the N-th
+  unlink (default 1) the process creates ``DIR/holding`` and waits until ``DIR/release``
+  exists (at most ``CKPT_FAULT_GATE_TIMEOUT`` seconds, default 120, then exits 99), so a
+  test can act while this process is known to be mid-deletion, holding its locks, for as
+  long as it needs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,25 @@ import time
 from typing import Any
 
 _real_unlink = os.unlink
+_unlinks = [0]
+
+
+def _gate() -> None:
+    spec = os.environ.get("CKPT_FAULT_UNLINK_GATE")
+    if not spec:
+        return
+    gate_dir, _, nth = spec.partition(":")
+    _unlinks[0] += 1
+    if _unlinks[0] != int(nth or 1):
+        return
+    with open(os.path.join(gate_dir, "holding"), "w", encoding="utf-8") as f:
+        f.write(f"{os.getpid()}\n")
+    deadline = time.monotonic() + float(os.environ.get("CKPT_FAULT_GATE_TIMEOUT", "120"))
+    release = os.path.join(gate_dir, "release")
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            os._exit(99)  # the test never released us: fail loudly, do not hang CI
+        time.sleep(0.005)  # polling a file the test creates, with a deadline
 
 
 def _full(path: Any, dir_fd: int | None) -> str:
@@ -29,6 +53,7 @@ def _full(path: Any, dir_fd: int | None) -> str:
 
 def _unlink(path: Any, *, dir_fd: int | None = None) -> None:
     full = _full(path, dir_fd)
+    _gate()
     sleep = float(os.environ.get("CKPT_FAULT_UNLINK_SLEEP", "0") or 0)
     if sleep:
         time.sleep(sleep)

@@ -50,21 +50,47 @@ def _unlinks(log: Path, root: Path) -> list[tuple[int, str]]:
     return out
 
 
+class Gate:
+    """The other half of _runner.py's CKPT_FAULT_UNLINK_GATE handshake: the deleter creates
+    ``holding`` right before its N-th unlink and waits (holding its locks) for ``release``."""
+
+    def __init__(self, path: Path, nth: int = 1) -> None:
+        path.mkdir()
+        self.path, self.spec = path, f"{path}:{nth}"
+
+    def wait_holding(self, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.path / "holding").exists():
+            assert proc.poll() is None, f"the deleter ended first: {proc.communicate()}"
+            assert time.monotonic() < deadline, "the deleter never reached the gate"
+            time.sleep(0.01)
+
+    def release(self) -> None:
+        (self.path / "release").touch()
+
+
 @pytest.mark.slow
 def test_two_processes_same_prune_second_is_told_busy(tmp_path: Path) -> None:
     root, db, log = tmp_path / "root", tmp_path / "index.sqlite3", tmp_path / "unlinks.log"
     tree = build_tree(root, trainings=10, steps=STEPS40, layers=3)  # > one claim batch
     assert run_cli("scan", root, "--db", db).returncode == 0
     args = ("prune", root, "--keep", "1", "--yes", "--json", "--db", db)
-    first = popen_cli(*args, unlink_sleep="0.002", unlink_log=str(log))
-    _wait_for(lambda: len(_unlinks(log, root)) >= 5)
-    second = run_cli(*args, unlink_log=str(log))
+    gate = Gate(tmp_path / "gate", nth=6)  # the first stops before its 6th unlink
+    first = popen_cli(*args, unlink_log=str(log), unlink_gate=gate.spec)
+    try:
+        gate.wait_holding(first)
+        assert len(_unlinks(log, root)) == 5
+        # However long the second takes to start, the first is mid-deletion meanwhile.
+        second = run_cli(*args, unlink_log=str(log))
+    finally:
+        gate.release()
     out1, err1 = first.communicate(timeout=120)
     assert first.returncode == 0, err1
     # The second is told, in one line, and does nothing else.
     assert second.returncode == 1
-    assert "busy" in second.stderr and "Traceback" not in second.stderr
-    assert len(second.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert "busy" in lines[-1] and all(ln.startswith("ckpt-tui: ") for ln in lines), lines
     unlinks = _unlinks(log, root)
     assert {pid for pid, _ in unlinks} == {first.pid}, "the second process unlinked something"
     counts = collections.Counter(p for _, p in unlinks)
@@ -75,15 +101,30 @@ def test_two_processes_same_prune_second_is_told_busy(tmp_path: Path) -> None:
 
 
 def test_second_process_told_busy_even_when_everything_is_claimed(tmp_path: Path) -> None:
-    root, db, log = tmp_path / "root", tmp_path / "index.sqlite3", tmp_path / "unlinks.log"
-    build_tree(root, trainings=1, steps=(100, 200, 300), layers=2)
+    """The first deleter has claimed every row and holds its lock (a handshake, not a sleep,
+    keeps it there): the second plans nothing and must still say "busy", exit 1, delete
+    nothing."""
+    root, db = tmp_path / "root", tmp_path / "index.sqlite3"
+    tree = build_tree(root, trainings=1, steps=(100, 200, 300), layers=2)
     assert run_cli("scan", root, "--db", db).returncode == 0
     args = ("prune", root, "--keep", "1", "--yes", "--json", "--db", db)
-    first = popen_cli(*args, unlink_sleep="0.5", unlink_log=str(log))
-    _wait_for(lambda: any(r.state == "deleting" for r in index_files(db)))
-    second = run_cli(*args)
-    first.communicate(timeout=60)
-    assert second.returncode != 0 and "busy" in second.stderr
+    gate = Gate(tmp_path / "gate")
+    first = popen_cli(*args, unlink_gate=gate.spec)
+    try:
+        gate.wait_holding(first)
+        assert sum(r.state == "deleting" for r in index_files(db)) == 4
+        before = files_on_disk(root)
+        second = run_cli(*args)
+        assert files_on_disk(root) == before
+    finally:
+        gate.release()
+    out1, err1 = first.communicate(timeout=60)
+    assert first.returncode == 0, err1
+    assert second.returncode == 1, second.stderr
+    assert "busy" in second.stderr and "Traceback" not in second.stderr
+    assert len(json.loads(out1)["deleted"]) == 4
+    assert files_on_disk(root) == set(tree.newest_files())
+    assert_consistent(db, root)
 
 
 async def test_same_plan_while_another_holds_the_lock_deletes_nothing(tmp_path: Path) -> None:

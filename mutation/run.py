@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Mutation testing of the safety-critical modules with mutmut, one module at a time.
+
+    python mutation/run.py                      # full run, every module (before each release)
+    python mutation/run.py fs retention         # only these modules
+    python mutation/run.py --sample 8           # CI: about one mutant in 8 of each module
+    python mutation/run.py --worktree fs        # mutate the working tree, not HEAD
+
+Each module is mutated in its own throwaway copy of the repository (``git clone`` of HEAD,
+or a copy of the working tree with ``--worktree``) under ``--workdir``; nothing is written
+into this repository except ``mutation/results/<module>.json`` and ``mutation/report.md``.
+The tests run against each module are its own selection (``MODULE_TESTS``; mutmut further
+runs, for each mutant, only the tests that reached the mutated function), so a full run
+fits in about an hour on two cores.
+
+A sampled run takes the mutants numbered ``offset, offset+K, offset+2K, ...`` in every
+function (mutmut numbers a function's mutants 1, 2, ...), which spreads the sample over
+every function and every kind of mutation; ``--seed`` picks the offset.
+
+Survivors are listed in the report with their diff. A survivor that is equivalent (no
+behaviour can tell it apart) or accepted is explained in ``mutation/explained.toml``
+(``"<mutant name>" = "why"``, or a ``"<module>.<function>.*"`` pattern); any other
+survivor is marked UNEXPLAINED and makes this script exit 1 when ``--strict`` is given.
+
+Needs mutmut: ``pip install -r mutation/requirements.txt`` (beside the test extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HERE = REPO / "mutation"
+RESULTS = HERE / "results"
+REPORT = HERE / "report.md"
+EXPLAINED = HERE / "explained.toml"
+
+# Order: the modules that change least first.
+MODULES = ("safetensors_header", "retention", "fs", "layout", "planning", "deletion")
+
+# Per-module test selection (paths relative to the repository; globs allowed). Slow tests
+# are deselected by ``-m "not slow"`` (see [tool.mutmut] in pyproject.toml).
+MODULE_TESTS: dict[str, tuple[str, ...]] = {
+    "safetensors_header": ("tests/test_safetensors_header.py", "tests/test_promises_header*.py"),
+    "retention": ("tests/test_retention.py", "tests/reliability/test_fuzz_layout_retention.py",
+                  "tests/test_promises_retention*.py"),
+    "layout": ("tests/test_layouts.py", "tests/reliability/test_fuzz_layout_retention.py",
+               "tests/reliability/test_hostile_index.py", "tests/test_promises_layout*.py"),
+    "fs": ("tests/reliability/test_fs_threats.py", "tests/reliability/test_symlink_race.py",
+           "tests/reliability/test_per_item_errors.py", "tests/reliability/test_crash_recovery.py",
+           "tests/test_promises_deletion*.py", "tests/test_promises_fs*.py"),
+    "planning": ("tests/test_service.py", "tests/test_cli.py", "tests/test_retention.py",
+                 "tests/reliability/test_live_writer.py", "tests/reliability/test_hostile_index.py",
+                 "tests/test_promises_*.py"),
+    "deletion": ("tests/test_service.py", "tests/reliability/test_fs_threats.py",
+                 "tests/reliability/test_symlink_race.py",
+                 "tests/reliability/test_per_item_errors.py",
+                 "tests/reliability/test_crash_recovery.py",
+                 "tests/reliability/test_concurrency.py",
+                 "tests/reliability/test_hostile_index.py",
+                 "tests/test_promises_deletion*.py"),
+}
+
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
+          34: "skipped", 35: "suspicious", 36: "timeout", 37: "type check", -24: "timeout",
+          24: "timeout", 152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault",
+          None: "not checked"}
+
+
+def sh(cmd: list[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, text=True, **kw)  # type: ignore[call-overload]
+
+
+def prepare_copy(module: str, workdir: Path, worktree: bool) -> tuple[Path, str]:
+    dest = workdir / module
+    if dest.exists():
+        shutil.rmtree(dest)
+    workdir.mkdir(parents=True, exist_ok=True)
+    commit = sh(["git", "rev-parse", "HEAD"], REPO, capture_output=True).stdout.strip()
+    if worktree:
+        ignore = shutil.ignore_patterns(".git", ".venv", ".ci-venv", "mutants", "__pycache__",
+                                        ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                                        ".hypothesis", "benchmarks")
+        shutil.copytree(REPO, dest, ignore=ignore)
+        dirty = sh(["git", "status", "--porcelain", "--", "ckpt_tui", "tests"], REPO,
+                   capture_output=True).stdout.strip()
+        if dirty:
+            commit += "+worktree"
+    else:
+        sh(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest)], REPO, check=True)
+        sh(["git", "checkout", "--quiet", commit], dest, check=True)
+    tests: list[str] = []
+    for pattern in MODULE_TESTS[module]:
+        tests += sorted(str(p.relative_to(dest)) for p in dest.glob(pattern))
+    # The copy's [tool.mutmut]: this repository's settings, narrowed to one module.
+    py = dest / "pyproject.toml"
+    text = py.read_text()
+    base = tomllib.loads(text).get("tool", {}).get("mutmut", {})
+    text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", text, flags=re.S)
+    conf = dict(base)
+    conf["source_paths"] = ["ckpt_tui"]
+    conf["only_mutate"] = [f"ckpt_tui/{module}.py"]
+    conf["pytest_add_cli_args_test_selection"] = tests
+    lines = ["", "[tool.mutmut]"]
+    for k, v in conf.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    py.write_text(text.rstrip() + "\n" + "\n".join(lines) + "\n")
+    return dest, commit
+
+
+def sample_patterns(module: str, every: int, seed: int) -> list[str]:
+    offset = 1 + seed % every
+    return [f"ckpt_tui.{module}.*__mutmut_{n}" for n in range(offset, 600, every)]
+
+
+def show(dest: Path, name: str) -> str:
+    out = sh(["mutmut", "show", name], dest, capture_output=True).stdout
+    keep = [ln for ln in out.splitlines()
+            if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    return "\n".join(keep)
+
+
+def run_module(module: str, args: argparse.Namespace) -> dict[str, object]:
+    dest, commit = prepare_copy(module, Path(args.workdir), args.worktree)
+    cmd = ["mutmut", "run", "--max-children", str(args.max_children)]
+    if args.sample:
+        cmd += sample_patterns(module, args.sample, args.seed)
+    t0 = time.monotonic()
+    log = Path(args.workdir) / f"{module}.log"
+    with log.open("w") as out:
+        proc = sh(cmd, dest, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - t0
+    meta = dest / "mutants" / "ckpt_tui" / f"{module}.py.meta"
+    if not meta.exists():
+        raise SystemExit(f"mutmut produced no results for {module} (exit {proc.returncode}); "
+                         f"see {log}")
+    codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    if args.sample:
+        pats = sample_patterns(module, args.sample, args.seed)
+        codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, p) for p in pats)}
+    statuses = {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
+    survivors = {k: show(dest, k) for k, s in sorted(statuses.items()) if s == "survived"}
+    return {"module": module, "commit": commit, "date": dt.date.today().isoformat(),
+            "sample": args.sample or None, "seconds": round(seconds),
+            "tests": MODULE_TESTS[module], "counts": dict(collections.Counter(statuses.values())),
+            "survivors": survivors, "mutmut_exit": proc.returncode}
+
+
+def explanation(name: str, explained: dict[str, str]) -> str | None:
+    if name in explained:
+        return explained[name]
+    for pattern, why in explained.items():
+        if "*" in pattern and fnmatch.fnmatch(name, pattern):
+            return why
+    return None
+
+
+def render(explained: dict[str, str]) -> tuple[str, int]:
+    results = [json.loads((RESULTS / f"{m}.json").read_text()) for m in MODULES
+               if (RESULTS / f"{m}.json").exists()]
+    lines = ["# Mutation testing report", "",
+             "Generated by `python mutation/run.py` (see `mutation/README.md`); do not edit by",
+             "hand: explanations of surviving mutants live in `mutation/explained.toml`.", "",
+             "Score = killed / (killed + survived + timeout); \"no tests\" are mutants that no",
+             "selected test reaches in-process (code reached only through a CLI subprocess).", "",
+             "| module | commit | run | mutants | killed | survived | timeout | no tests | "
+             "score | unexplained |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    unexplained_total = 0
+    for r in results:
+        c = collections.Counter(r["counts"])
+        killed, surv, tout = c["killed"], c["survived"], c["timeout"]
+        denom = killed + surv + tout
+        score = f"{100 * killed / denom:.1f}%" if denom else "-"
+        unexplained = [n for n in r["survivors"] if explanation(n, explained) is None]
+        unexplained_total += len(unexplained)
+        run = f"sample 1/{r['sample']}" if r["sample"] else "full"
+        lines.append(f"| {r['module']} | {r['commit'][:12]} | {run}, {r['date']}, "
+                     f"{r['seconds']} s | {sum(c.values())} | {killed} | {surv} | {tout} | "
+                     f"{c['no tests']} | {score} | {len(unexplained)} |")
+    for r in results:
+        lines += ["", f"## {r['module']}", "",
+                  f"Tests: {', '.join('`' + t + '`' for t in r['tests'])}.", ""]
+        if not r["survivors"]:
+            lines.append("No surviving mutants.")
+            continue
+        for name, diff in r["survivors"].items():
+            why = explanation(name, explained)
+            lines += [f"- `{name}`: " + (why if why else "**UNEXPLAINED**"), "",
+                      "  ```diff", *[f"  {d}" for d in diff.splitlines()], "  ```"]
+    return "\n".join(lines) + "\n", unexplained_total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("modules", nargs="*", metavar="MODULE", help=f"any of {', '.join(MODULES)}")
+    ap.add_argument("--sample", type=int, default=0, metavar="K",
+                    help="run about one mutant in K of each function (CI); 0: all")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    ap.add_argument("--workdir", default="/tmp/ckpt-tui-mutation")
+    ap.add_argument("--worktree", action="store_true",
+                    help="mutate a copy of the working tree instead of a clone of HEAD")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--strict", action="store_true", help="exit 1 on an unexplained survivor")
+    args = ap.parse_args()
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        ap.error(f"unknown module {unknown[0]!r}; choose from {', '.join(MODULES)}")
+    if shutil.which("mutmut") is None:
+        raise SystemExit("mutmut is not installed: pip install -r mutation/requirements.txt")
+    explained = tomllib.loads(EXPLAINED.read_text()) if EXPLAINED.exists() else {}
+    RESULTS.mkdir(exist_ok=True)
+    if not args.report_only:
+        for module in args.modules or MODULES:
+            print(f"mutating ckpt_tui/{module}.py ...", flush=True)
+            result = run_module(module, args)
+            if not args.sample:  # a sample never overwrites a full result
+                (RESULTS / f"{module}.json").write_text(json.dumps(result, indent=1) + "\n")
+            else:
+                (Path(args.workdir) / f"{module}.sample.json").write_text(json.dumps(result))
+            c = result["counts"]
+            print(f"  {module}: {c} in {result['seconds']} s", flush=True)
+            if args.sample:
+                bad = [n for n in result["survivors"] if explanation(n, explained) is None]
+                for n in bad:
+                    print(f"  UNEXPLAINED survivor {n}\n{result['survivors'][n]}")
+                if bad and args.strict:
+                    return 1
+    text, unexplained = render(explained)
+    if not args.sample:
+        REPORT.write_text(text)
+        print(f"wrote {REPORT.relative_to(REPO)}: {unexplained} unexplained survivors")
+    return 1 if args.strict and unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
