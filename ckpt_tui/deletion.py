@@ -101,8 +101,12 @@ class Deleter:
         if plan.empty:
             return ExecuteResult((), (), (), 0, seconds=0.0)
         root = await self._root_handle(plan.root_id, plan.root)
+        recovered = 0
         async with deletion_claim(self.db):
             with deletion_lock(self.db):
+                # A deleting command finishes what an interrupted one committed to (and says
+                # so); read-only commands never do (nothing is recovered on open).
+                recovered = await self._recover_locked()
                 busy = {} if allow_open else await asyncio.to_thread(open_files)
                 for batch in _batches(plan.steps):
                     if cancel.is_set():
@@ -113,6 +117,8 @@ class Deleter:
                     )
                     if stopped:
                         break
+                if plan.training_dirs and not stopped and not cancel.is_set():
+                    stopped = await self._remove_training_dirs(root, plan, run, on_progress)
         skipped = {r.file_id for r in run.results}
         for s in plan.steps:
             for f in s.files:
@@ -134,7 +140,33 @@ class Deleter:
             cancelled=cancel.is_set() and stopped is None,
             stopped=stopped,
             seconds=time.perf_counter() - t0,
+            freed_disk_bytes=run.freed_disk,
+            recovered=recovered,
         )
+
+    async def _remove_training_dirs(
+        self, root: fs.RootHandle, plan: Plan, run: _Run, on_progress: ProgressFn | None
+    ) -> str | None:
+        """rmdir-if-empty the folders above a training's steps once all of them went."""
+        try:
+            removed = await asyncio.to_thread(fs.remove_empty_dirs, root, list(plan.training_dirs))
+        except fs.StopBatch as stop:
+            return f"stopped: {stop}; run again to resume"
+        if removed:
+            run.removed_dirs += removed
+            if on_progress is not None:
+                on_progress(
+                    DeleteProgress(
+                        None,
+                        len(run.results),
+                        run.total_files,
+                        run.freed,
+                        run.total_bytes,
+                        tuple(removed),
+                        (),
+                    )
+                )
+        return None
 
     async def _root_handle(self, root_id: int, root_path: str) -> fs.RootHandle:
         async with self.db.sessions() as session:
@@ -264,6 +296,7 @@ class Deleter:
                 o.outcome,
                 o.freed_bytes,
                 o.error,
+                o.freed_disk_bytes,
             )
             batch_results.append(item)
             pending.append((item, [], None))
@@ -396,30 +429,53 @@ class Deleter:
 
     async def _deleting_rows(self) -> list[tuple[object, ...]]:
         async with self.db.sessions() as session:
-            q = (select(FileRow.id, FileRow.relpath, FileRow.size_bytes, FileRow.disk_bytes,
-                        FileRow.inode, FileRow.mtime_ns, FileRow.nlink, FileRow.status, Step.id,
-                        Step.step, Step.relpath, Training.id, Training.name, Training.root_id)
-                 .join(Step, Step.id == FileRow.step_id)
-                 .join(Training, Training.id == Step.training_id)
-                 .where(FileRow.state == RowState.DELETING.value))
+            q = (
+                select(
+                    FileRow.id,
+                    FileRow.relpath,
+                    FileRow.size_bytes,
+                    FileRow.disk_bytes,
+                    FileRow.inode,
+                    FileRow.mtime_ns,
+                    FileRow.nlink,
+                    FileRow.status,
+                    Step.id,
+                    Step.step,
+                    Step.relpath,
+                    Training.id,
+                    Training.name,
+                    Training.root_id,
+                )
+                .join(Step, Step.id == FileRow.step_id)
+                .join(Training, Training.id == Step.training_id)
+                .where(FileRow.state == RowState.DELETING.value)
+            )
             return [tuple(r) for r in (await session.execute(q)).all()]
 
     async def interrupted(self) -> Interrupted | None:
         """What an interrupted deletion left claimed (read-only: nothing is touched)."""
         async with self.db.sessions() as session:
-            q = (select(func.count(FileRow.id), func.count(func.distinct(FileRow.step_id)),
-                        func.min(FileRow.claimed_at),
-                        func.coalesce(func.sum(FileRow.size_bytes), 0))
-                 .where(FileRow.state == RowState.DELETING.value))
+            q = select(
+                func.count(FileRow.id),
+                func.count(func.distinct(FileRow.step_id)),
+                func.min(FileRow.claimed_at),
+                func.coalesce(func.sum(FileRow.size_bytes), 0),
+            ).where(FileRow.state == RowState.DELETING.value)
             files, steps, since, size = (await session.execute(q)).one()
             if not files:
                 return None
-            q2 = (select(Step.relpath).join(FileRow, FileRow.step_id == Step.id)
-                  .where(FileRow.state == RowState.DELETING.value).distinct()
-                  .order_by(Step.relpath).limit(5))
+            q2 = (
+                select(Step.relpath)
+                .join(FileRow, FileRow.step_id == Step.id)
+                .where(FileRow.state == RowState.DELETING.value)
+                .distinct()
+                .order_by(Step.relpath)
+                .limit(5)
+            )
             first = tuple(str(r) for r in (await session.execute(q2)).scalars())
-        return Interrupted(int(files), int(steps), float(since) if since else None, int(size),
-                           first)
+        return Interrupted(
+            int(files), int(steps), float(since) if since else None, int(size), first
+        )
 
     async def _recover_rows(self, rows: list[tuple[object, ...]]) -> int:
         by_root: dict[int, dict[int, list[tuple[object, ...]]]] = {}

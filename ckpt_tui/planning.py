@@ -389,7 +389,7 @@ class Planner:
                     for sid, _rel, _tid, trel in all_steps
                     if isinstance(trel, str) and rel in _training_folders(trel)
                 ]
-                if whole and rel:
+                if whole:  # the root itself names a training whose steps sit in it
                     step_ids += whole
                     continue
                 raise TargetError(

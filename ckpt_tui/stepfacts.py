@@ -93,7 +93,7 @@ def assess(
             and not s.bad
             and not s.temporary
             and not s.scan_problems
-            and s.layers >= most
+            and (s.layers >= most or s.layers == 0)  # 0: a layout without layer folders
             and not s.deleting
         )
     newest_valid = max((s.step for s in steps if valid[s.id]), default=None)
