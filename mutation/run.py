@@ -143,7 +143,7 @@ def run_module(module: str, args: argparse.Namespace) -> dict[str, object]:
         proc = sh(cmd, dest, stdout=out, stderr=subprocess.STDOUT)
     seconds = time.monotonic() - t0
     meta = dest / "mutants" / "ckpt_tui" / f"{module}.py.meta"
-    if not meta.exists():
+    if proc.returncode != 0 or not meta.exists():
         raise SystemExit(f"mutmut produced no results for {module} (exit {proc.returncode}); "
                          f"see {log}")
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
