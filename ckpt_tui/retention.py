@@ -130,7 +130,7 @@ def decide(steps: Iterable[StepFacts], rules: Rules, now_ns: int = 0) -> Decisio
         elif i < rules.keep:
             add(s.id, f"keep newest {rules.keep}")
     for s in ordered:
-        if not s.valid and (newest is None or s.step > newest):
+        if not s.valid and (newest is None or s.step >= newest):  # a tie may be a save
             add(s.id, NO_VALID if newest is None else IN_PROGRESS)
     for s in ordered:
         if s.pinned:

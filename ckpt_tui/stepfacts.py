@@ -107,7 +107,7 @@ def assess(
                 why.append(NEWEST_VALID)
             elif not valid[s.id] and newest_valid is None:
                 why.append(NO_VALID)
-            elif not valid[s.id] and s.step > (newest_valid or 0):
+            elif not valid[s.id] and newest_valid is not None and s.step >= newest_valid:
                 why.append(IN_PROGRESS)
         if recent_ns and s.files and now - s.mtime_ns < recent_ns:
             why.append(f"modified {max(0, (now - s.mtime_ns) // 1_000_000_000)} s ago")
