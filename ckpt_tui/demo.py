@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import tempfile
 import time
@@ -66,13 +67,31 @@ class DemoTree:
     db_path: Path
 
 
+# demo trees this process made in a new temporary directory: removed when the app exits
+_TEMPORARY: set[Path] = set()
+
+
+def remove_if_temporary(root: str | os.PathLike[str]) -> bool:
+    """Remove the demo tree (and its index) whose root is ``root`` if this process built it
+    in a temporary directory of its own; anything else is left alone. True if removed."""
+    base = Path(root).parent
+    if base not in _TEMPORARY:
+        return False
+    _TEMPORARY.discard(base)
+    shutil.rmtree(base, ignore_errors=True)
+    return True
+
+
 def _touch_age(path: Path, mtime: float) -> None:
     os.utime(path, (mtime, mtime))
 
 
 def build_demo(base: Path | None = None, *, scale: float = 1.0) -> DemoTree:
-    """Build the demo tree under ``base`` (a new temporary directory by default)."""
-    base = base or Path(tempfile.mkdtemp(prefix="ckpt-tui-demo-"))
+    """Build the demo tree under ``base`` (a new temporary directory by default, which
+    ``remove_if_temporary`` removes again)."""
+    if base is None:
+        base = Path(tempfile.mkdtemp(prefix="ckpt-tui-demo-"))
+        _TEMPORARY.add(base)
     root = base / "trainings"
     now = time.time()
 

@@ -1,7 +1,9 @@
-"""The Textual app: composition, loading from the service, scanning, and the key actions.
+"""The Textual app: composition, loading, status, scanning and the browsing actions.
 
-``CkptApp`` is the factory shared by ``run_tui`` and the tests; deletion lives in
-``deleting.DeleteMixin``, marking in ``marking.MarkMixin``.
+``CkptApp`` is the factory shared by ``run_tui``, the tests and the screenshot script. State
+lives where it is used: rows in ``TreeModel``, marks in ``Marks`` (both tell the views when they
+change), a running deletion in ``DeletionRun`` (see ``deleting.py`` for the actions around it),
+each dialog's plan in the dialog.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import ClassVar
 
-from textual import on
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.timer import Timer
@@ -24,57 +26,31 @@ from textual.widgets import Footer, Input
 from ckpt_tui.errors import CkptError
 from ckpt_tui.service import CheckpointService
 from ckpt_tui.tui import format as fmt
-from ckpt_tui.tui.deleting import DeleteMixin
-from ckpt_tui.tui.marking import MarkMixin
-from ckpt_tui.tui.model import Kind, Marks, Node, TreeModel
+from ckpt_tui.tui import keys
+from ckpt_tui.tui.deleting import DeleteActions
+from ckpt_tui.tui.loading import Loader
+from ckpt_tui.tui.marking import MarkActions
+from ckpt_tui.tui.marks import Marks
+from ckpt_tui.tui.model import Kind, Node, TreeModel, training_of
+from ckpt_tui.tui.run import DeletionRun
 from ckpt_tui.tui.screens.help import HelpScreen
 from ckpt_tui.tui.widgets.details import DetailsPanel
 from ckpt_tui.tui.widgets.status import ProgressPanel, StatusBar, StatusFacts
 from ckpt_tui.tui.widgets.tree import CheckpointTree
-from ckpt_tui.tui.workers import spawn
 from ckpt_tui.types import DiskUsage, RootInfo, ScanProgress
 
 FLUSH_SECONDS = 0.05  # coalesce progress repaints to ~20 Hz
 SCAN_RELOAD_SECONDS = 1.0  # during a scan, re-query the trainings this often
 DISK_POLL_SECONDS = 5.0
+DETAILS_MIN_WIDTH = 100  # below this the details panel is hidden unless v shows it (below)
 
 
-class CkptApp(DeleteMixin, MarkMixin, App[int]):
+class CkptApp(DeleteActions, MarkActions, App[int]):
     """Browse one root's checkpoints, mark them, delete them safely."""
 
     CSS_PATH = "app.tcss"
     TITLE = "ckpt-tui"
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "toggle_mark", "Mark", id="mark"),
-        Binding("K", "keep_newest", "Keep N", id="keep"),
-        Binding("p", "pin", "Pin", id="pin"),
-        Binding("u", "clear_marks", "Unmark all", id="clear"),
-        Binding("i", "invert", "Invert", show=False, id="invert"),
-        Binding("d,delete", "delete", "Delete", id="delete"),
-        Binding("escape", "escape", "Cancel", show=False, id="escape"),
-        Binding("r", "rescan", "Rescan", id="rescan"),
-        Binding("slash", "filter", "Filter", id="filter"),
-        Binding("s", "sort", "Sort", id="sort"),
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("q", "quit_app", "Quit", id="quit"),
-    ]
-
-    # (action, title, help) for the command palette
-    COMMANDS_TABLE: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("toggle_mark", "Mark / unmark", "Toggle the mark on the highlighted row"),
-        ("keep_newest", "Keep newest N…", "Preview and mark all but the newest N steps"),
-        ("pin", "Pin / unpin step", "A pinned step is never marked or deleted"),
-        ("clear_marks", "Clear marks", "Unmark everything"),
-        ("invert", "Invert marks", "Invert the marks within the highlighted training"),
-        ("delete", "Delete marked…", "Delete the marked files after a confirm"),
-        ("rescan", "Rescan", "Re-scan the highlighted training, or everything"),
-        ("filter", "Filter…", "Filter trainings and steps by name"),
-        ("sort", "Cycle sort", "Order steps by step, size or age"),
-        ("expand", "Expand row", "Expand the highlighted row"),
-        ("collapse", "Collapse row", "Collapse the highlighted row"),
-        ("help", "Help", "Keys and glyphs"),
-    )
+    BINDINGS: ClassVar[list[BindingType]] = keys.BINDINGS
 
     def __init__(
         self,
@@ -87,12 +63,11 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         display_root: str | None = None,
         disk_usage: Callable[[str], DiskUsage] | None = None,
         clock: Callable[[], float] | None = None,
+        si: bool = False,
     ) -> None:
         super().__init__()
         self.root_path = root
         self.root_dir = root  # normalised by the service once the root is registered
-        self._cursor_placed = False
-        self.marks_ready = asyncio.Event()  # set once the file map behind marks is loaded
         self.db_url = db
         self.read_only = read_only
         self.svc: CheckpointService | None = service
@@ -101,25 +76,33 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         self.clock = clock or time.monotonic  # elapsed times (rates); frozen in snapshots
         self.display_root = display_root
         self._disk_fn = disk_usage
+        self.units = fmt.Units(si=si)
         self.model = TreeModel(RootInfo(0, root, None))
         self.marks = Marks()
+        self.loader = Loader(self.model, self.marks)
+        self.marks_ready = asyncio.Event()  # set once the file map behind marks is loaded
         self.disk: DiskUsage | None = None
-        self.freed_session = 0
-        self.scanning = False
+        self.freed_session = 0  # bytes deleted since the app opened, apparent and on disk
+        self.freed_session_disk = 0
+        self.deletion: DeletionRun | None = None  # "deleting" means "a run exists"
         self.scan_progress: ScanProgress | None = None
+        self.scanning = False
         self._last_scan_reload = 0.0
         self._ticker: Timer | None = None
-        self._dirty = False
+        self._cursor_placed = False
+        self._details_choice: bool | None = None  # v: the user's say over the automatic one
         self.note = ""
-        self.init_delete_state()
+        self.marks.watch(lambda _steps: self._marks_changed())
 
     # composition ------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield StatusBar(id="status")
+        yield StatusBar(self.units, id="status")
         with Horizontal(id="main"):
-            yield CheckpointTree(self.model, self.marks, now=self.now, id="tree")
-            yield DetailsPanel(now=self.now, show_path=self.show_path, id="details")
+            yield CheckpointTree(self.model, self.marks, self.units, now=self.now, id="tree")
+            yield DetailsPanel(
+                self.model, self.units, now=self.now, show_path=self.show_path, id="details"
+            )
         yield ProgressPanel(id="progress")
         yield Input(placeholder="filter by name (Enter keeps it, Esc clears)", id="filter")
         yield Footer()
@@ -127,6 +110,10 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
     @property
     def ckpt_tree(self) -> CheckpointTree:
         return self.query_one("#tree", CheckpointTree)
+
+    @property
+    def deleting(self) -> bool:
+        return self.deletion is not None
 
     def show_path(self, path: str) -> str:
         """A path for display, with the root replaced by the display root (for snapshots)."""
@@ -142,13 +129,17 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         self.query_one(ProgressPanel).display = False
         self.query_one("#filter", Input).display = False
         self.ckpt_tree.focus()
-        self.ckpt_tree.on_highlight = lambda _node: self.update_details()
+        self._place_details(self.size.width)
         self.refresh_status()
         self.set_interval(DISK_POLL_SECONDS, self.refresh_disk)
-        spawn(self, self._startup, group="startup", exclusive=True)
+        self._startup()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._place_details(event.size.width)
 
     async def on_unmount(self) -> None:
-        self.cancel_event.set()
+        if self.deletion is not None:
+            self.deletion.cancel()
         if self.svc is not None and self._owns_service:
             await self.svc.close()
 
@@ -159,6 +150,7 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         assert self.svc is not None, "the service is not open yet"
         return self.svc
 
+    @work(group="startup", exclusive=True)
     async def _startup(self) -> None:
         try:
             if self.svc is None:
@@ -169,101 +161,102 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
             return
         self.model.root.id, self.model.root.info = info.id, info
         self.root_dir = info.path
-        self.model.root.name = os.path.basename(self.show_path(info.path)) or info.path
+        self.model.root.rename(os.path.basename(self.show_path(info.path)) or info.path)
         self.refresh_disk()
         await self.reload()
         if info.scanned_at is None:
             self.start_scan(None)
         else:
             self.note = f"indexed {fmt.age(int(info.scanned_at * 1e9), self.now())} ago · r rescans"
+            self._show_empty()
             self.refresh_status()
 
     async def reload(self) -> None:
         """Re-query trainings, the file map and every loaded level; keep marks and cursor."""
-        svc, root_id = self.service, self.model.root.id
-        cursor = self.ckpt_tree.node
-        key = cursor.key if cursor is not None else None
-        self.model.set_trainings(await svc.trainings(root_id))
-        for t in list(self.model.trainings):
-            if t.children is not None:
-                self.model.set_steps(t, await svc.steps(t.id))
-                for s in t.children or ():
-                    if s.children is not None:
-                        self.model.set_files(s, await svc.files(s.id))
-        self.model.rebuild()
-        i = self.model.find(key) if key is not None else -1
+        await self.loader.reload(self.service, self.model.root.id)
         if not self._cursor_placed and len(self.model.rows) > 1:
-            self._cursor_placed, i = True, 1  # start on the first training
-        if i >= 0:
-            self.ckpt_tree.cursor = i
-        self.ckpt_tree.rows_changed()
-        self.refresh_status()
-        # The file map (every file's id and size, for marks) comes after the rows are on
-        # screen: with 100k files it is most of the start-up time. Marking waits for it.
-        self.marks.load(await svc.file_map(root_id))
+            self._cursor_placed = True
+            self.ckpt_tree.cursor = 1  # start on the first training (rows may come mid-scan)
         self.marks_ready.set()
-        self.ckpt_tree.refresh()
         self.refresh_status()
         self.update_details()
-
-    async def ensure_steps(self, trainings: Iterable[Node]) -> None:
-        """Load the steps of trainings not expanded yet, all in one query."""
-        todo = [t for t in trainings if t.children is None]
-        if todo:
-            found = await self.service.steps_of(t.id for t in todo)
-            for t in todo:
-                if t.children is None:
-                    self.model.set_steps(t, found.get(t.id, []))
 
     @on(CheckpointTree.ExpandRequested)
     def _expand_requested(self, event: CheckpointTree.ExpandRequested) -> None:
-        spawn(self, self._load_and_expand, event.node, group="expand")
+        self._load_and_expand(event.node)
 
+    @work(group="expand")
     async def _load_and_expand(self, node: Node) -> None:
-        if node.kind == Kind.TRAINING:
-            await self.ensure_steps([node])
-        elif node.kind == Kind.STEP and node.children is None:
-            self.model.set_files(node, await self.service.files(node.id))
-        self.ckpt_tree.expand_node(node)
+        await self.loader.load_children(self.service, node)
+        self.model.expand_node(node)
+
+    # details ----------------------------------------------------------------------------
 
     @on(CheckpointTree.Highlighted)
-    def _highlighted(self, event: CheckpointTree.Highlighted) -> None:
+    def _highlighted(self) -> None:
         self.update_details()
 
     def update_details(self) -> None:
+        panel = self.query_one(DetailsPanel)
+        if not panel.display:
+            return
         node = self.ckpt_tree.node
-        self.query_one(DetailsPanel).show(node, self.marks)
+        panel.show(node, self.marks)
         if node is not None and node.kind == Kind.FILE and self.svc is not None:
-            spawn(self, self._load_details, node, group="details", exclusive=True)
+            self._load_details(node)
 
+    @work(group="details", exclusive=True)
     async def _load_details(self, node: Node) -> None:
         details = await self.service.file_details(node.id)
         if self.ckpt_tree.node is node:
             self.query_one(DetailsPanel).show(node, self.marks, details)
 
+    def _place_details(self, width: int) -> None:
+        """Beside the tree when there is room; hidden below DETAILS_MIN_WIDTH unless v asked
+        for it, then under the tree so names keep their width."""
+        wide = width >= DETAILS_MIN_WIDTH
+        show = self._details_choice if self._details_choice is not None else wide
+        self.query_one("#main").set_class(not wide, "-stacked")
+        panel = self.query_one(DetailsPanel)
+        if panel.display != show:
+            panel.display = show
+            self.update_details()
+
+    def action_details(self) -> None:
+        self._details_choice = not self.query_one(DetailsPanel).display
+        self._place_details(self.size.width)
+
     # status -----------------------------------------------------------------------------
 
+    def _marks_changed(self) -> None:
+        self.refresh_status()
+        self.update_details()
+
     def refresh_disk(self) -> None:
-        try:
-            fn = self._disk_fn or (self.svc.disk_usage if self.svc else None)
-            self.disk = fn(self.root_dir) if fn else None
-        except OSError:
-            self.disk = None
+        self.disk = self.disk_now()
         self.refresh_status()
 
+    def disk_now(self) -> DiskUsage | None:
+        try:
+            fn = self._disk_fn or (self.svc.disk_usage if self.svc else None)
+            return fn(self.root_dir) if fn else None
+        except OSError:
+            return None
+
     def refresh_status(self) -> None:
-        root = self.model.root
+        root, marks = self.model.root, self.marks
         self.query_one(StatusBar).show(
             StatusFacts(
                 root=self.show_path(self.root_dir),
                 indexed_bytes=root.size,
+                indexed_disk=root.disk,
                 indexed_files=root.files,
                 trainings=len(self.model.trainings),
                 disk=self.disk,
-                marked_files=len(self.marks.marked),
-                marked_steps=self.marks.marked_steps(),
-                marked_bytes=self.marks.marked_bytes,
-                freed=self.freed_session,
+                marked_files=len(marks.marked),
+                marked_steps=marks.marked_steps(),
+                marked_bytes=self.units.pick(marks.marked_bytes, marks.marked_disk),
+                freed=self.units.pick(self.freed_session, self.freed_session_disk),
                 sort=self.model.sort.value,
                 filter=self.model.filter,
                 read_only=self.read_only,
@@ -273,21 +266,17 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
 
     def mark_dirty(self) -> None:
         """Progress arrived: repaint on the next tick, not per event."""
-        self._dirty = True
         if self._ticker is None:
             self._ticker = self.set_interval(FLUSH_SECONDS, self._tick)
 
     def _tick(self) -> None:
-        if not self._dirty:
-            if not self.scanning and not self.deleting and self._ticker is not None:
-                self._ticker.stop()
-                self._ticker = None
-            return
-        self._dirty = False
         if self.scanning:
             self._flush_scan()
-        if self.deleting:
-            self.flush_delete()
+        if self.deletion is not None:
+            self.flush_deletion(self.deletion)
+        if not self.scanning and self.deletion is None and self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
 
     # scanning ---------------------------------------------------------------------------
 
@@ -300,25 +289,29 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         self.query_one(ProgressPanel).start(f"Scanning {what}…", None, "rows appear as found")
         self.note = "scanning…"
         self.mark_dirty()
-        spawn(self, self._scan, training, group="scan", exclusive=True)
+        self._scan(training)
 
     def _on_scan_progress(self, p: ScanProgress) -> None:
         self.scan_progress = p
-        self.mark_dirty()
 
     def _flush_scan(self) -> None:
         p = self.scan_progress
         if p is not None:
             self.query_one(ProgressPanel).set(
-                f"Scanning: {fmt.count(p.files_seen, 'file')} · {fmt.size(p.bytes_seen)} · "
+                f"Scanning: {fmt.count(p.files_seen, 'file')} · {self.units.size(p.bytes_seen)} · "
                 f"{fmt.count(p.steps_found, 'step')}",
                 0,
             )
         now = time.monotonic()
         if now - self._last_scan_reload >= SCAN_RELOAD_SECONDS:
             self._last_scan_reload = now
-            spawn(self, self.reload, group="reload", exclusive=True)
+            self._reload_during_scan()
 
+    @work(group="reload", exclusive=True)
+    async def _reload_during_scan(self) -> None:
+        await self.reload()
+
+    @work(group="scan", exclusive=True)
     async def _scan(self, training: Node | None) -> None:
         tid = training.id if training is not None else None
         try:
@@ -337,30 +330,48 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
             self.note = f"scanned {fmt.count(result.files, 'file')} in {result.seconds:.1f} s"
             for n in result.notes[:3]:
                 self.notify(n, severity="warning")
+        self._show_empty()
         self.refresh_status()
 
-    # actions ----------------------------------------------------------------------------
+    def _show_empty(self) -> None:
+        """A scanned root with no checkpoints says so, with the layouts it recognises."""
+        tree = self.ckpt_tree
+        tree.empty_hint = not self.model.trainings
+        tree.refresh()
+
+    # browsing actions -------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "delete" and self.read_only:
-            return None  # shown greyed out: deletion is off
+        if action == "delete":  # read-only: hidden, and d explains; while deleting: Stop shows
+            return not self.read_only and not self.deleting
+        if action == "delete_off":
+            return self.read_only or self.deleting
+        if action == "stop":
+            return self.deleting
+        if action == "clear_filter":
+            return not self.deleting and bool(
+                self.model.filter or self.query_one("#filter", Input).display
+            )
         return True
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
     def action_sort(self) -> None:
-        node = self.ckpt_tree.node
         sort = self.model.cycle_sort()
-        self.ckpt_tree.rows_changed(node)
         self.refresh_status()
-        self.notify(f"Steps sorted by {sort.value}", timeout=1.5)
+        self.notify(f"Sorted by {sort.words}", timeout=1.5)
+
+    def action_apparent(self) -> None:
+        self.units.apparent = not self.units.apparent
+        self.model.apparent = self.units.apparent
+        self.model.resort()
+        self.refresh_status()
+        self.update_details()
+        self.notify(f"Sizes: {self.units.mode}", timeout=1.5)
 
     def action_rescan(self) -> None:
-        node = self.ckpt_tree.node
-        while node is not None and node.kind not in (Kind.TRAINING, Kind.ROOT):
-            node = node.parent
-        self.start_scan(node if node is not None and node.kind == Kind.TRAINING else None)
+        self.start_scan(training_of(self.ckpt_tree.node))
 
     def action_expand(self) -> None:
         self.ckpt_tree.action_expand()
@@ -373,18 +384,17 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         box.display = True
         box.value = self.model.filter
         box.focus()
+        self.refresh_bindings()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        spawn(self, self._apply_filter, event.value, group="filter", exclusive=True)
+        self._apply_filter(event.value)
 
+    @work(group="filter", exclusive=True)
     async def _apply_filter(self, text: str) -> None:
         if text:
-            await self.ensure_steps(self.model.trainings)
-        node = self.ckpt_tree.node
-        self.model.filter = text
-        self.model.rebuild()
-        self.ckpt_tree.rows_changed(node)
+            await self.loader.ensure_steps(self.service, self.model.trainings)
+        self.model.set_filter(text)
         self.refresh_status()
 
     @on(Input.Submitted, "#filter")
@@ -392,27 +402,17 @@ class CkptApp(DeleteMixin, MarkMixin, App[int]):
         self.query_one("#filter", Input).display = False
         self.ckpt_tree.focus()
 
-    def action_escape(self) -> None:
-        if self.deleting:
-            self.cancel_delete()
-            return
+    def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
-        if box.display or self.model.filter:
-            box.value = ""
-            box.display = False
-            self.ckpt_tree.focus()
-            spawn(self, self._apply_filter, "", group="filter", exclusive=True)
-
-    async def action_quit_app(self) -> None:
-        if self.deleting:
-            self.cancel_delete()
-            self.notify("Stopping after the current file…")
-            await self.workers.wait_for_complete()
-        self.exit(0)
+        box.value = ""
+        box.display = False
+        self.ckpt_tree.focus()
+        self._apply_filter("")
+        self.refresh_bindings()
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for action, title, help_text in self.COMMANDS_TABLE:
+        for action, title, help_text in keys.COMMANDS:
             if action == "delete" and self.read_only:
                 continue
             yield SystemCommand(title, help_text, partial(self.run_action, action))

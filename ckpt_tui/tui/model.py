@@ -1,17 +1,21 @@
-"""The browser's state without Textual: nodes, marks (file ids), and the flat list of visible rows.
+"""The browser's rows without Textual: nodes and the flat list of visible rows.
 
 The tree widget renders ``TreeModel.rows`` line by line; structural changes (expand, collapse,
-rows removed after a deletion) splice that list instead of re-walking everything.
+rows removed after a deletion) splice that list instead of re-walking everything. Every change
+is announced to the listeners (``watch``): the view never has to be told by hand.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
-from ckpt_tui.types import FileBrief, FileInfo, RootInfo, StepInfo, TrainingInfo
+from rich.cells import cell_len
+
+from ckpt_tui.types import FileInfo, RootInfo, StepInfo, TrainingInfo
+
+ModelListener = Callable[[bool], None]  # True: the row list changed; False: only figures
 
 
 class Kind(enum.IntEnum):
@@ -22,7 +26,7 @@ class Kind(enum.IntEnum):
 
 
 class Sort(enum.Enum):
-    """How steps are ordered inside a training; ``s`` cycles through them."""
+    """How rows are ordered; ``s`` cycles. Trainings follow too (by name for ``step``)."""
 
     STEP = "step"
     SIZE = "size"
@@ -31,6 +35,14 @@ class Sort(enum.Enum):
     def next(self) -> Sort:
         members = list(Sort)
         return members[(members.index(self) + 1) % len(members)]
+
+    @property
+    def words(self) -> str:
+        return {
+            Sort.STEP: "step number (trainings by name)",
+            Sort.SIZE: "size, biggest first",
+            Sort.AGE: "age, oldest first",
+        }[self]
 
 
 class MarkState(enum.IntEnum):
@@ -57,6 +69,13 @@ class Node:
     mtime_ns: int = 0
     expanded: bool = False
     children: list[Node] | None = None  # None until loaded
+    name_w: int = 0  # cells the name takes (a CJK character takes two)
+
+    def __post_init__(self) -> None:
+        self.name_w = cell_len(self.name)
+
+    def rename(self, name: str) -> None:
+        self.name, self.name_w = name, cell_len(name)
 
     @property
     def depth(self) -> int:
@@ -69,6 +88,11 @@ class Node:
     @property
     def expandable(self) -> bool:
         return self.kind != Kind.FILE
+
+    @property
+    def number(self) -> int:
+        """The step number (sort tie-breaks compare numbers, never text)."""
+        return self.info.step if isinstance(self.info, StepInfo) else 0
 
 
 def training_node(info: TrainingInfo, parent: Node) -> Node:
@@ -113,97 +137,23 @@ def file_node(info: FileInfo, parent: Node) -> Node:
     )
 
 
-@dataclass
-class Marks:
-    """Marked file ids with running totals, so a mark costs the files it touches, not the tree."""
+def guard_reason(info: StepInfo) -> str | None:
+    """Why marking its training skips this step: pinned, or the service's protection."""
+    if info.pinned:
+        return "pinned"
+    return "; ".join(info.protection) or None
 
-    files: dict[int, FileBrief] = field(default_factory=dict)
-    by_step: dict[int, set[int]] = field(default_factory=dict)
-    by_training: dict[int, set[int]] = field(default_factory=dict)
-    marked: set[int] = field(default_factory=set)
-    marked_bytes: int = 0
-    step_marked: Counter[int] = field(default_factory=Counter)
-    training_marked: Counter[int] = field(default_factory=Counter)
-    pinned_steps: set[int] = field(default_factory=set)
 
-    def load(self, briefs: Iterable[FileBrief]) -> None:
-        """Replace the file map (after a scan); keep the marks of files that still exist."""
-        old = self.marked
-        self.files = {b.id: b for b in briefs}
-        self.by_step, self.by_training = {}, {}
-        self.pinned_steps = set()
-        for b in self.files.values():
-            self.by_step.setdefault(b.step_id, set()).add(b.id)
-            self.by_training.setdefault(b.training_id, set()).add(b.id)
-            if b.pinned:
-                self.pinned_steps.add(b.step_id)
-        self.marked, self.marked_bytes = set(), 0
-        self.step_marked, self.training_marked = Counter(), Counter()
-        self.mark(old & self.files.keys())
+def step_of(node: Node | None) -> Node | None:
+    while node is not None and node.kind != Kind.STEP:
+        node = node.parent
+    return node
 
-    def mark(self, ids: Iterable[int]) -> int:
-        n = 0
-        for fid in ids:
-            b = self.files.get(fid)
-            if b is None or fid in self.marked:
-                continue
-            self.marked.add(fid)
-            self.marked_bytes += b.size_bytes
-            self.step_marked[b.step_id] += 1
-            self.training_marked[b.training_id] += 1
-            n += 1
-        return n
 
-    def unmark(self, ids: Iterable[int]) -> int:
-        n = 0
-        for fid in ids:
-            if fid not in self.marked:
-                continue
-            b = self.files[fid]
-            self.marked.discard(fid)
-            self.marked_bytes -= b.size_bytes
-            self.step_marked[b.step_id] -= 1
-            self.training_marked[b.training_id] -= 1
-            n += 1
-        return n
-
-    def clear(self) -> None:
-        self.marked, self.marked_bytes = set(), 0
-        self.step_marked, self.training_marked = Counter(), Counter()
-
-    def forget(self, fid: int) -> FileBrief | None:
-        """Drop a deleted file from the map (and from the marks)."""
-        self.unmark((fid,))
-        b = self.files.pop(fid, None)
-        if b is not None:
-            self.by_step.get(b.step_id, set()).discard(fid)
-            self.by_training.get(b.training_id, set()).discard(fid)
-        return b
-
-    def ids_of(self, node: Node) -> set[int]:
-        if node.kind == Kind.ROOT:
-            return set(self.files)
-        if node.kind == Kind.TRAINING:
-            return set(self.by_training.get(node.id, ()))
-        if node.kind == Kind.STEP:
-            return set(self.by_step.get(node.id, ()))
-        return {node.id} if node.id in self.files else set()
-
-    def state(self, node: Node) -> MarkState:
-        if node.kind == Kind.FILE:
-            return MarkState.ALL if node.id in self.marked else MarkState.NONE
-        if node.kind == Kind.STEP:
-            n, total = self.step_marked[node.id], len(self.by_step.get(node.id, ()))
-        elif node.kind == Kind.TRAINING:
-            n, total = self.training_marked[node.id], len(self.by_training.get(node.id, ()))
-        else:
-            n, total = len(self.marked), len(self.files)
-        if n == 0:
-            return MarkState.NONE
-        return MarkState.ALL if n >= total else MarkState.PARTIAL
-
-    def marked_steps(self) -> int:
-        return sum(1 for v in self.step_marked.values() if v > 0)
+def training_of(node: Node | None) -> Node | None:
+    while node is not None and node.kind != Kind.TRAINING:
+        node = node.parent
+    return node
 
 
 class TreeModel:
@@ -213,10 +163,21 @@ class TreeModel:
         self.root = Node(Kind.ROOT, root.id, root.path, root, None, expanded=True, children=[])
         self.rows: list[Node] = [self.root]
         self.sort = Sort.STEP
-        self.filter = ""
-        self.errors: dict[int, str] = {}  # file id -> why it could not be deleted
+        self.apparent = True  # sort by apparent size (False: by disk usage)
+        self._filter = ""
+        self.errors: dict[int, tuple[int, str]] = {}  # file id -> (step id, why not deleted)
         self.training_nodes: dict[int, Node] = {}
         self.step_nodes: dict[int, Node] = {}
+        self._listeners: list[ModelListener] = []
+
+    # listeners --------------------------------------------------------------------------
+
+    def watch(self, listener: ModelListener) -> None:
+        self._listeners.append(listener)
+
+    def changed(self, structure: bool = True) -> None:
+        for listener in self._listeners:
+            listener(structure)
 
     # structure --------------------------------------------------------------------------
 
@@ -234,11 +195,12 @@ class TreeModel:
             if node is None:
                 node = training_node(info, self.root)
             else:
-                node.info, node.name = info, info.name
+                node.info = info
+                node.rename(info.name)
                 node.size, node.disk, node.files = info.size_bytes, info.disk_bytes, info.file_count
                 node.mtime_ns = info.newest_mtime_ns or 0
             new.append(node)
-        self.root.children = new
+        self.root.children = self._sorted(new)
         self.training_nodes = {t.id: t for t in new}
         self.update_root_totals()
         self.rebuild()
@@ -250,54 +212,98 @@ class TreeModel:
         self.root.mtime_ns = max((t.mtime_ns for t in self.trainings), default=0)
 
     def set_steps(self, training: Node, infos: Iterable[StepInfo]) -> None:
+        """Children of a training (rows change on the next ``rebuild`` or ``expand``).
+
+        Nodes already loaded are updated in place, so the cursor and expansion stay put."""
         old = {s.id: s for s in training.children or ()}
         kids = []
         for info in infos:
-            node = step_node(info, training)
-            prev = old.get(info.id)
-            if prev is not None:
-                node.expanded, node.children = prev.expanded, prev.children
+            node = old.get(info.id)
+            if node is None:
+                node = step_node(info, training)
+            else:
+                _refresh(
+                    node, info, info.size_bytes, info.disk_bytes, info.file_count, info.mtime_ns
+                )
             kids.append(node)
             self.step_nodes[info.id] = node
         training.children = self._sorted(kids)
 
     def set_files(self, step: Node, infos: Iterable[FileInfo]) -> None:
+        old = {f.id: f for f in step.children or ()}
         kids = []
-        for info in infos:
+        for info in sorted(infos, key=lambda f: natural_key(f.relpath)):
             if info.id in self.errors and info.error is None:
-                info = replace(info, error=self.errors[info.id])
-            kids.append(file_node(info, step))
+                info = replace(info, error=self.errors[info.id][1])
+            node = old.get(info.id)
+            if node is None:
+                node = file_node(info, step)
+            else:
+                _refresh(node, info, info.size_bytes, info.disk_bytes, 1, info.mtime_ns)
+            kids.append(node)
         step.children = kids
 
-    def _sorted(self, steps: list[Node]) -> list[Node]:
-        if self.sort == Sort.SIZE:
-            return sorted(steps, key=lambda n: (-n.size, n.name))
-        if self.sort == Sort.AGE:
-            return sorted(steps, key=lambda n: (n.mtime_ns, n.name))
-        return sorted(steps, key=lambda n: (_step_number(n), n.name))
+    def _size(self, node: Node) -> int:
+        return node.size if self.apparent else node.disk
 
-    def cycle_sort(self) -> Sort:
-        self.sort = self.sort.next()
+    def _sorted(self, nodes: list[Node]) -> list[Node]:
+        if self.sort == Sort.SIZE:
+            return sorted(nodes, key=lambda n: (-self._size(n), n.number, n.name))
+        if self.sort == Sort.AGE:
+            return sorted(nodes, key=lambda n: (n.mtime_ns, n.number, n.name))
+        return sorted(nodes, key=lambda n: (n.number, n.name.casefold()))
+
+    def resort(self) -> None:
+        self.root.children = self._sorted(self.trainings)
         for t in self.trainings:
             if t.children is not None:
                 t.children = self._sorted(t.children)
         self.rebuild()
+
+    def cycle_sort(self) -> Sort:
+        self.sort = self.sort.next()
+        self.resort()
         return self.sort
 
-    # visible rows -----------------------------------------------------------------------
+    # filter -----------------------------------------------------------------------------
+
+    @property
+    def filter(self) -> str:
+        return self._filter
+
+    def set_filter(self, text: str) -> None:
+        self._filter = text
+        self.rebuild()
 
     def visible_children(self, node: Node) -> list[Node]:
         kids = node.children or []
-        needle = self.filter.lower()
+        needle = self._filter.lower()
         if not needle or node.kind != Kind.TRAINING or needle in node.name.lower():
             return kids
         return [s for s in kids if needle in s.name.lower()]
 
     def _matches(self, training: Node) -> bool:
-        needle = self.filter.lower()
+        needle = self._filter.lower()
         if not needle or needle in training.name.lower():
             return True
         return any(needle in s.name.lower() for s in training.children or ())
+
+    def filtered_out(self, step_ids: Iterable[int]) -> list[Node]:
+        """The steps among ``step_ids`` that the filter hides."""
+        needle = self._filter.lower()
+        if not needle:
+            return []
+        out = []
+        for sid in step_ids:
+            s = self.step_nodes.get(sid)
+            t = s.parent if s is not None else None
+            if s is None or t is None:
+                continue
+            if needle not in t.name.lower() and needle not in s.name.lower():
+                out.append(s)
+        return out
+
+    # visible rows -----------------------------------------------------------------------
 
     def _emit(self, node: Node, out: list[Node]) -> None:
         out.append(node)
@@ -312,6 +318,7 @@ class TreeModel:
         out: list[Node] = []
         self._emit(self.root, out)
         self.rows = out
+        self.changed()
 
     def subtree_end(self, index: int) -> int:
         """Index just past the visible descendants of ``rows[index]``."""
@@ -331,6 +338,12 @@ class TreeModel:
         for child in self.visible_children(node):
             self._emit(child, block)
         self.rows[index + 1 : index + 1] = block
+        self.changed()
+
+    def expand_node(self, node: Node) -> None:
+        i = self.index_of(node)
+        if i >= 0:
+            self.expand(i)
 
     def collapse(self, index: int) -> None:
         node = self.rows[index]
@@ -338,9 +351,10 @@ class TreeModel:
             return
         del self.rows[index + 1 : self.subtree_end(index)]
         node.expanded = False
+        self.changed()
 
     def index_of(self, node: Node, hint: int = 0) -> int:
-        """Row index of a visible node, searching outward from ``hint``; -1 if not shown."""
+        """Row index of a visible node, trying ``hint`` first; -1 if not shown."""
         rows = self.rows
         if 0 <= hint < len(rows) and rows[hint] is node:
             return hint
@@ -357,20 +371,22 @@ class TreeModel:
 
     # deletion ---------------------------------------------------------------------------
 
-    def file_gone(self, brief: FileBrief) -> None:
-        """Subtract a deleted file from its step, training and root totals."""
-        self.errors.pop(brief.id, None)
-        t = self.training_nodes.get(brief.training_id)
-        if t is not None:
-            t.size -= brief.size_bytes
-            t.files -= 1
-        s = self.step_nodes.get(brief.step_id)
-        if s is not None:
-            s.size -= brief.size_bytes
-            s.files -= 1
-            if s.children is not None:
-                s.children = [f for f in s.children if f.id != brief.id]
-        self.root.size -= brief.size_bytes
+    def file_gone(self, step_id: int, training_id: int, fid: int, size: int, disk: int) -> None:
+        """Subtract a deleted file from its step, training and root totals (no notice: the
+        caller applies a batch and calls ``remove_steps``)."""
+        self.errors.pop(fid, None)
+        for node in (self.training_nodes.get(training_id), self.step_nodes.get(step_id)):
+            if node is not None:
+                node.size, node.disk, node.files = (
+                    node.size - size,
+                    node.disk - disk,
+                    node.files - 1,
+                )
+        s = self.step_nodes.get(step_id)
+        if s is not None and s.children is not None:
+            s.children = [f for f in s.children if f.id != fid]
+        self.root.size -= size
+        self.root.disk -= disk
         self.root.files -= 1
 
     def remove_steps(self, step_ids: set[int], gone_files: set[int], touched: set[int]) -> None:
@@ -391,29 +407,70 @@ class TreeModel:
                 self.training_nodes.pop(t.id, None)
         for sid in step_ids:
             self.step_nodes.pop(sid, None)
-        dead = {id(t) for t in emptied}
-        self.rows = [
-            r
-            for r in self.rows
-            if not (
-                (r.kind == Kind.STEP and r.id in step_ids)
-                or (r.kind == Kind.FILE and r.id in gone_files)
-                or id(r) in dead
-                or (r.parent is not None and r.parent.kind == Kind.STEP and r.parent.id in step_ids)
-            )
-        ]
-
-    def set_error(self, fid: int, error: str) -> None:
-        self.errors[fid] = error
+        if step_ids or gone_files or emptied:
+            dead = {id(t) for t in emptied}
+            self.rows = [
+                r
+                for r in self.rows
+                if not (
+                    (r.kind == Kind.STEP and r.id in step_ids)
+                    or (r.kind == Kind.FILE and r.id in gone_files)
+                    or id(r) in dead
+                    or (
+                        r.parent is not None
+                        and r.parent.kind == Kind.STEP
+                        and r.parent.id in step_ids
+                    )
+                )
+            ]
+        self.changed(structure=bool(step_ids or gone_files or emptied))
 
     def apply_error(self, step_id: int, fid: int, error: str) -> None:
-        """Record a failed unlink and show it on the file row if loaded."""
-        self.set_error(fid, error)
+        """Record a failed unlink and show it on the file row if loaded (no notice)."""
+        self.errors[fid] = (step_id, error)
         step = self.step_nodes.get(step_id)
         for f in (step.children or ()) if step is not None else ():
             if f.id == fid and isinstance(f.info, FileInfo):
                 f.info = replace(f.info, error=error)
 
+    def step_errors(self, step_id: int) -> list[str]:
+        """Why files of this step were not deleted (this session's failures)."""
+        return [err for sid, err in self.errors.values() if sid == step_id]
 
-def _step_number(node: Node) -> int:
-    return node.info.step if isinstance(node.info, StepInfo) else 0
+    # layout -----------------------------------------------------------------------------
+
+    def name_need(self) -> int:
+        """Cells the widest visible row needs for indent, arrow, name and a short flag."""
+        return max((row_need(n) for n in self.rows), default=0)
+
+
+def _refresh(node: Node, info: Info, size: int, disk: int, files: int, mtime_ns: int) -> None:
+    node.info, node.size, node.disk, node.files, node.mtime_ns = info, size, disk, files, mtime_ns
+
+
+def row_need(node: Node) -> int:
+    indent = 2 * max(0, node.depth - 1)
+    return indent + 2 + node.name_w + 2
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Order ``layer_2`` before ``layer_10``: digit runs compare as numbers."""
+    out: list[tuple[int, int | str]] = []
+    num = ""
+    word = ""
+    for ch in text:
+        if ch.isdigit():
+            if word:
+                out.append((1, word))
+                word = ""
+            num += ch
+        else:
+            if num:
+                out.append((0, int(num)))
+                num = ""
+            word += ch
+    if num:
+        out.append((0, int(num)))
+    if word:
+        out.append((1, word))
+    return tuple(out)

@@ -63,6 +63,15 @@ async def until(
     await pilot.pause()  # and the repaint that the change asked for
 
 
+def screen_lines(app: CkptApp) -> list[str]:
+    """The screen as the user sees it, one string per terminal line."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def screen_text(app: CkptApp) -> str:
+    return "\n".join(screen_lines(app))
+
+
 def row_names(app: CkptApp) -> list[str]:
     return [n.name for n in app.model.rows]
 
@@ -88,8 +97,14 @@ def fake_disk(
     return usage
 
 
+CJK_TRAINING = "训练_中文模型_l12"
+LONG_TRAINING = "sweep_long_run"
+LONG_STEPS = 60
+
+
 def build_fixed_tree(base: Path) -> Path:
-    """A small tree with fixed mtimes (for snapshots): two trainings, one incomplete step."""
+    """A small tree with fixed mtimes (for snapshots): a miStudio training with one incomplete
+    step, a single-layer one, one with a CJK name, and one of 60 small steps."""
     root = base / "trainings"
     t1 = root / "train_36766f85" / "checkpoints"
     for i, step in enumerate((2000, 4000, 6000, 8000, 10000, 12000)):
@@ -105,6 +120,18 @@ def build_fixed_tree(base: Path) -> Path:
         p = t2 / f"checkpoint_{step}" / "sae.safetensors"
         write_sparse_safetensors(p, sae_tensors(768, 12288), {"step": str(step)})
         mtime = FIXED_NOW - (3 - i) * 86400
+        os.utime(p, (mtime, mtime))
+    t3 = root / CJK_TRAINING
+    for i, step in enumerate((1000, 2000, 3000)):
+        p = t3 / f"checkpoint_{step}" / "模型.safetensors"
+        write_sparse_safetensors(p, sae_tensors(512, 4096), {"step": str(step)})
+        mtime = FIXED_NOW - (3 - i) * 7200
+        os.utime(p, (mtime, mtime))
+    t4 = root / LONG_TRAINING / "checkpoints"
+    for i in range(LONG_STEPS):
+        p = t4 / f"checkpoint_{(i + 1) * 500}" / "layer_0" / "checkpoint.safetensors"
+        write_sparse_safetensors(p, sae_tensors(64, 512), {"step": str((i + 1) * 500)})
+        mtime = FIXED_NOW - (LONG_STEPS - i) * 600
         os.utime(p, (mtime, mtime))
     return root
 

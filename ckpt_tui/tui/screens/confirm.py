@@ -1,129 +1,185 @@
-"""Confirm a deletion: counts, bytes, free space before → after, the first paths."""
+"""Confirm a deletion. The dialog owns its plan: it plans the marked files in a worker, shows
+what will go per step (and what stays, and why), re-plans when a box is ticked, and returns
+the plan the user agreed to through ``dismiss`` (None when cancelled)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Checkbox, Static
 
+from ckpt_tui.errors import CkptError
 from ckpt_tui.tui import format as fmt
+from ckpt_tui.tui.screens import plan_text
+from ckpt_tui.tui.screens.dialog import Dialog
+from ckpt_tui.tui.widgets.tick import Tick
+from ckpt_tui.types import DiskUsage, Plan
 
-FIRST_PATHS = 6
+if TYPE_CHECKING:
+    from ckpt_tui.service import CheckpointService
 
 
 @dataclass(frozen=True, slots=True)
-class ConfirmFacts:
-    """What the dialog says; built by the app from a Plan."""
+class DeleteRequest:
+    """What the user asked for, with the marks' figures to show while the plan is checked."""
 
-    title: str
+    root_id: int
+    file_ids: frozenset[int]
     steps: int
-    partial_steps: int
-    files: int
     bytes: int
-    free_before: int | None
-    paths: tuple[str, ...]
-    protected: tuple[str, ...] = ()
-    action: str = "Delete"
-    pending: bool = False  # figures from the marks while the plan is being checked
+    hidden: tuple[str, ...] = ()  # marked steps the active filter hides
+    rel: Callable[[str], str] = str  # a path for display, relative to the root
+    step_paths: Mapping[int, str] = field(default_factory=dict)  # step id -> its folder
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    """y confirms; n or Escape cancels; focus starts on Cancel."""
+class ConfirmScreen(Dialog[Plan | None]):
+    """y deletes what the checked plan lists; n or Escape cancels; focus starts on Cancel."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "choose(True)", "Yes", id="confirm.yes"),
-        Binding("n,escape", "choose(False)", "No", id="confirm.no"),
-        Binding("left,right", "switch", "Switch", show=False, id="confirm.switch"),
+        Binding("y", "choose(True)", "Delete", id="confirm.yes"),
+        Binding("n,escape", "choose(False)", "Cancel", id="confirm.no"),
     ]
 
-    def __init__(self, facts: ConfirmFacts) -> None:
+    def __init__(
+        self,
+        service: CheckpointService,
+        request: DeleteRequest,
+        units: fmt.Units,
+        disk: Callable[[], DiskUsage | None],
+    ) -> None:
         super().__init__()
-        self.facts = facts
+        self.service = service
+        self.request = request
+        self.units = units
+        self._disk_fn = disk
+        self.plan: Plan | None = None
+        self.free: int | None = None
+        self.pending = True  # the figures are the marks' until the plan is checked
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box", classes="dialog"):
-            yield Static(self._text(self.facts), id="confirm-text")
-            with Horizontal(id="confirm-buttons"):
-                yield Button("Cancel  (n)", id="cancel", variant="primary")
-                yield Button(
-                    f"{self.facts.action}  (y)",
-                    id="confirm",
-                    variant="error",
-                    disabled=self.facts.pending,
-                )
-
-    def show(self, facts: ConfirmFacts) -> None:
-        """Replace the figures (the plan has been checked): y now confirms."""
-        self.facts = facts
-        self.query_one("#confirm-text", Static).update(self._text(facts))
-        self.query_one("#confirm", Button).disabled = facts.pending
-
-    @staticmethod
-    def _text(f: ConfirmFacts) -> Content:
-        what = fmt.count(f.steps, "step") + f" ({fmt.count(f.files, 'file')})"
-        lines = [
-            Content.styled(f.title, "bold $error"),
-            Content(""),
-            Content.assemble(
-                ("   ", ""), (what, "bold"), " · frees ", (fmt.size(f.bytes), "bold $success")
-            ),
-        ]
-        if f.partial_steps:
-            lines.append(
-                Content.styled(
-                    f"   {fmt.count(f.partial_steps, 'step')} will be left partial "
-                    "(only some files marked)",
-                    "$warning",
-                )
-            )
-        if f.free_before is not None:
-            lines.append(
-                Content.assemble(
-                    "   free space ",
-                    (fmt.size(f.free_before), "bold"),
-                    " → ",
-                    (fmt.size(f.free_before + f.bytes), "bold $success"),
-                )
-            )
-        lines.append(Content(""))
-        if f.pending:
-            lines.append(
-                Content.styled(
-                    "   Checking each file against the index and live-writer protection…",
-                    "$text-muted",
-                )
-            )
-        lines += [Content(f"   {p}") for p in f.paths[:FIRST_PATHS]]
-        more = len(f.paths) - FIRST_PATHS
-        if more > 0:
-            lines.append(Content.styled(f"   … and {more:,} more", "$text-muted"))
-        if f.protected:
-            lines += [
-                Content(""),
-                Content.styled(f"   Not deleted ({len(f.protected)}):", "bold $warning"),
-            ]
-            lines += [Content.styled(f"   {p}", "$warning") for p in f.protected[:4]]
-            if len(f.protected) > 4:
-                lines.append(Content.styled(f"   … and {len(f.protected) - 4} more", "$text-muted"))
-        return Content("\n").join(lines)
+            yield Static(self._title(), id="confirm-title")
+            with VerticalScroll(classes="dialog-body", id="confirm-body"):
+                yield Static(self._pending_text(), id="confirm-text")
+            with Vertical(classes="dialog-footer"):
+                yield Tick("include protected steps", id="confirm-force")
+                yield Tick("also delete the foreign files", id="confirm-foreign")
+                with Horizontal(classes="dialog-buttons"):
+                    yield Button("Cancel (n)", id="cancel", variant="primary", compact=True)
+                    yield Button(
+                        "Delete (y)", id="confirm", variant="error", compact=True, disabled=True
+                    )
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
+        for box in self.query(Tick):
+            box.display = False
+        self._load()
+
+    @property
+    def facts(self) -> ConfirmScreen:
+        """The dialog itself: ``facts.pending`` is what benchmarks/tuibench.py waits on."""
+        return self
+
+    @property
+    def force(self) -> bool:
+        return self.query_one("#confirm-force", Tick).value
+
+    @property
+    def include_foreign(self) -> bool:
+        return self.query_one("#confirm-foreign", Tick).value
+
+    # the plan ---------------------------------------------------------------------------
+
+    @work(group="confirm-plan", exclusive=True)
+    async def _load(self) -> None:
+        self.pending = True
+        self.query_one("#confirm", Button).disabled = True
+        req = self.request
+        try:
+            plan = await self.service.plan_files(
+                req.root_id, req.file_ids, force=self.force, include_foreign=self.include_foreign
+            )
+        except CkptError as err:
+            self.query_one("#confirm-text", Static).update(
+                Content.styled(f"Cannot plan the deletion: {err}", "bold $error")
+            )
+            return
+        try:  # fresh, not the last poll: the dialog promises free space after
+            usage = await asyncio.to_thread(self._disk_fn)
+        except OSError:
+            usage = None
+        self.plan, self.free = plan, usage.free if usage is not None else None
+        self.pending = False
+        self._show(plan)
+
+    def _show(self, plan: Plan) -> None:
+        req = self.request
+        text = plan_text.describe(plan, self.units, req.rel, self.free, req.hidden, req.step_paths)
+        self.query_one("#confirm-title", Static).update(self._title(plan))
+        self.query_one("#confirm-text", Static).update(text)
+        force = self.query_one("#confirm-force", Tick)
+        forcable = plan_text.forcable(plan)
+        force.display = bool(forcable) or force.value
+        force.label = (
+            f"include {fmt.count(len(forcable), 'protected step')}"
+            if forcable
+            else "include protected steps"
+        )
+        foreign = self.query_one("#confirm-foreign", Tick)
+        foreign.display = bool(plan.foreign) or foreign.value
+        if plan.foreign:
+            foreign.label = f"also delete these {fmt.count(len(plan.foreign), 'foreign file')}"
+        self.query_one("#confirm", Button).disabled = plan.empty
+
+    @on(Checkbox.Changed)
+    def _ticked(self) -> None:
+        self.query_one("#confirm-text", Static).update(self._pending_text())
+        self._load()
+
+    # text -------------------------------------------------------------------------------
+
+    def _title(self, plan: Plan | None = None) -> Content:
+        if plan is None:
+            what = fmt.count(self.request.steps, "step")
+        elif plan.empty:
+            return Content.styled("Nothing can be deleted", "bold $warning")
+        else:
+            what = f"{fmt.count(len(plan.steps), 'step')} ({fmt.count(plan.file_count, 'file')})"
+        return Content.styled(f"Delete {what}?", "bold $error")
+
+    def _pending_text(self) -> Content:
+        lines = [
+            Content.assemble(
+                "frees about ",
+                (self.units.size(self.request.bytes), "bold"),
+                " (marked; checking each file against the index and live-writer protection…)",
+            )
+        ]
+        if self.request.hidden:
+            lines.append(plan_text.hidden_line(self.request.hidden))
+        return Content("\n").join(lines)
+
+    # answers ----------------------------------------------------------------------------
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm")
+        if event.button.id in ("confirm", "cancel"):
+            self.action_choose(event.button.id == "confirm")
 
     def action_choose(self, yes: bool) -> None:
-        if yes and self.facts.pending:
+        if not yes:
+            self.dismiss(None)
+        elif self.pending or self.plan is None:
             self.notify("Still checking the plan; y works in a moment", timeout=2)
-            return
-        self.dismiss(yes)
-
-    def action_switch(self) -> None:
-        self.focus_next()
+        elif self.plan.empty:
+            self.notify("Nothing in this plan can be deleted", severity="warning", timeout=3)
+        else:
+            self.dismiss(self.plan)

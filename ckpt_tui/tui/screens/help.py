@@ -1,4 +1,4 @@
-"""The help screen: the key table and what the glyphs mean."""
+"""The help screen: the key table, what the glyphs mean, what is protected. It scrolls."""
 
 from __future__ import annotations
 
@@ -6,44 +6,58 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from ckpt_tui.tui.keys import KEYS
+from ckpt_tui.tui.screens.dialog import Dialog
 
+KEY_W = 20
 GLYPHS = (
     ("●  ◐  ○", "marked · partly marked · not marked"),
-    ("⚑", "pinned step"),
+    ("⚑", "pinned step: never marked or deleted (p unpins)"),
+    ("⊘", "protected step: marking its training skips it; the confirm dialog can include it"),
     ("⚠", "incomplete step (missing layers, invalid safetensors, stray temp file)"),
-    ("✗", "a file that could not be deleted, with the reason"),
+    ("✗", "a file that could not be deleted, with the reason (it stays marked)"),
+)
+PROTECTIONS = (
+    "Protected steps, with the reason in the details panel and the confirm dialog:",
+    "  the newest valid step of each training (and any newer, possibly in progress);",
+    "  steps modified in the last 2 minutes (--recent; may still be written); pinned steps.",
+    "  Files open in another process are asked about a second time.",
+    "  Files a step's layout does not name (foreign) are kept unless ticked in the dialog.",
+    "",
+    "Sizes are binary (KiB, MiB, GiB) like du, ncdu and df (--si for decimal);",
+    "a switches every figure between apparent size and disk usage.",
 )
 
 
-class HelpScreen(ModalScreen[None]):
-    """Keys and glyphs; any of Escape, q or ? closes it."""
+class HelpScreen(Dialog[None]):
+    """Keys and glyphs; Escape, q or ? closes it; arrows, PgUp/PgDn, Home/End scroll."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,q,question_mark", "dismiss", "Close", id="help.close"),
+        Binding("escape,q,question_mark", "close", "Close", id="help.close"),
     ]
 
     def compose(self) -> ComposeResult:
-        rows = [Content.styled("ckpt-tui — keys", "bold $accent"), Content("")]
-        rows += [Content.assemble((f"{k:<20}", "bold $secondary"), v) for k, v in KEYS]
+        rows = [Content.assemble((f"{k:<{KEY_W}}", "bold $secondary"), v) for k, v in KEYS]
         rows += [Content(""), Content.styled("glyphs", "bold $accent")]
-        rows += [Content.assemble((f"{g:<20}", "bold"), v) for g, v in GLYPHS]
-        rows += [
-            Content(""),
-            Content.styled(
-                "Protected from deletion: pinned steps, the newest step of each training, files "
-                "modified in the last 2 minutes, files open in another process (asks twice).",
-                "$text-muted",
-            ),
-        ]
-        rows += [Content.styled("Esc / q / ? to close", "$text-muted")]
+        rows += [Content.assemble((f"{g:<{KEY_W}}", "bold"), v) for g, v in GLYPHS]
+        rows += [Content("")] + [Content.styled(line, "$text-muted") for line in PROTECTIONS]
         with Vertical(id="help-box", classes="dialog"):
-            yield Static(Content("\n").join(rows), id="help-text")
+            yield Static(
+                Content.assemble(
+                    ("ckpt-tui — keys", "bold $accent"),
+                    ("   ↑↓ PgUp PgDn Home End scroll · Esc closes", "$text-muted"),
+                ),
+                id="help-title",
+            )
+            with VerticalScroll(classes="dialog-body", id="help-body"):
+                yield Static(Content("\n").join(rows), id="help-text")
 
-    async def action_dismiss(self, result: None = None) -> None:
+    def on_mount(self) -> None:
+        self.query_one("#help-body").focus()
+
+    def action_close(self) -> None:
         self.dismiss(None)

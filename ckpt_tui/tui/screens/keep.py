@@ -9,65 +9,79 @@ from typing import ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
 
 from ckpt_tui.errors import CkptError
 from ckpt_tui.retention import Rules, parse_best, parse_duration
 from ckpt_tui.tui import format as fmt
+from ckpt_tui.tui.screens.dialog import Dialog
+from ckpt_tui.tui.widgets.tick import Tick
 from ckpt_tui.types import Plan
 
 DEFAULT_KEEP = 3
 PREVIEW_STEPS = 6
-PREVIEW_KEPT = 4
+PREVIEW_KEPT = 6
 
 PreviewFn = Callable[[Rules, bool], Awaitable[Plan]]
 
 
-class KeepNewestScreen(ModalScreen[Plan | None]):
-    """Returns the previewed retention plan to mark, or None when cancelled."""
+def _step_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+class KeepNewestScreen(Dialog[Plan | None]):
+    """Returns the previewed retention plan to mark, or None when cancelled.
+
+    Enter in a field marks; Space or Enter on the checkbox only ticks it."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="keep.cancel"),
     ]
 
-    def __init__(self, training: str | None, preview: PreviewFn) -> None:
+    def __init__(self, training: str | None, preview: PreviewFn, units: fmt.Units) -> None:
         super().__init__()
         self.training = training
         self.preview_fn = preview
+        self.units = units
         self.plan: Plan | None = None
         self._plan_key: tuple[Rules, bool] | None = None
         self._accept_when_ready = False
 
     def compose(self) -> ComposeResult:
-        scope = f"training {self.training}" if self.training else "all trainings"
         with Vertical(id="keep-box", classes="dialog"):
-            yield Static(
-                Content.assemble(
-                    ("Keep the newest N steps", "bold $accent"),
-                    f" of {scope}, and what the rules below add; mark the rest",
-                ),
-                id="keep-title",
-            )
-            with Horizontal(id="keep-row"):
-                yield Static("N =", id="keep-label")
-                yield Input(str(DEFAULT_KEEP), type="integer", id="keep-n")
-                yield Checkbox("all trainings", value=self.training is None, id="keep-all")
-            with Horizontal(classes="keep-rule"):
-                yield Static("also keep every", classes="keep-rule-label")
-                yield Input("", placeholder="K steps", type="integer", id="keep-every")
-            with Horizontal(classes="keep-rule"):
-                yield Static("best by", classes="keep-rule-label")
-                yield Input("", placeholder="avg_loss[:min|max]", id="keep-best")
-            with Horizontal(classes="keep-rule"):
-                yield Static("newer than", classes="keep-rule-label")
-                yield Input("", placeholder="24h, 7d", id="keep-newer")
-            yield Static("", id="keep-preview")
-            with Horizontal(id="keep-buttons"):
-                yield Button("Cancel", id="keep-cancel")
-                yield Button("Mark (Enter)", id="keep-mark", variant="warning")
+            yield Static(self._title(self.training is None), id="keep-title")
+            with VerticalScroll(classes="dialog-body", id="keep-body"):
+                with Horizontal(classes="keep-rule"):
+                    yield Static("keep newest N", classes="keep-rule-label")
+                    yield Input(str(DEFAULT_KEEP), type="integer", id="keep-n")
+                    yield Tick(
+                        "all trainings",
+                        value=self.training is None,
+                        disabled=self.training is None,
+                        id="keep-all",
+                    )
+                with Horizontal(classes="keep-rule"):
+                    yield Static("also every", classes="keep-rule-label")
+                    yield Input("", placeholder="K steps", type="integer", id="keep-every")
+                with Horizontal(classes="keep-rule"):
+                    yield Static("best by", classes="keep-rule-label")
+                    yield Input("", placeholder="avg_loss[:min|max]", id="keep-best")
+                with Horizontal(classes="keep-rule"):
+                    yield Static("newer than", classes="keep-rule-label")
+                    yield Input("", placeholder="24h, 7d", id="keep-newer")
+                yield Static("", id="keep-preview")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel (Esc)", id="keep-cancel", compact=True)
+                yield Button("Mark (Enter)", id="keep-mark", variant="warning", compact=True)
+
+    def _title(self, everything: bool) -> Content:
+        scope = "all trainings" if everything or not self.training else self.training
+        return Content.assemble(
+            ("Keep the newest N steps", "bold $accent"),
+            f" of {scope} (and what the rules add); mark the rest",
+        )
 
     def on_mount(self) -> None:
         self.query_one("#keep-n", Input).focus()
@@ -76,7 +90,11 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
     @on(Input.Changed)
     @on(Checkbox.Changed)
     def _changed(self) -> None:
+        self.query_one("#keep-title", Static).update(self._title(self._everything()))
         self._refresh_preview()
+
+    def _everything(self) -> bool:
+        return self.query_one("#keep-all", Tick).value
 
     def _rules(self) -> Rules | str:
         """The rules the inputs describe, or what is wrong with them."""
@@ -108,7 +126,7 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
             self.plan = None
             self.query_one("#keep-preview", Static).update(Content.styled(rules, "$error"))
             return
-        self._preview(rules, self.query_one("#keep-all", Checkbox).value)
+        self._preview(rules, self._everything())
 
     @work(group="keep-preview", exclusive=True)
     async def _preview(self, rules: Rules, everything: bool) -> None:
@@ -118,35 +136,43 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
             self.query_one("#keep-preview", Static).update(Content.styled(str(err), "$error"))
             return
         self.plan, self._plan_key = plan, (rules, everything)
+        self.query_one("#keep-preview", Static).update(self._describe(plan))
+        if self._accept_when_ready:
+            self._accept()
+
+    def _describe(self, plan: Plan) -> Content:
+        size = self.units.size(self.units.pick(plan.bytes, plan.disk_bytes))
         lines = [
             Content.assemble(
                 "would mark ",
                 (fmt.count(len(plan.steps), "step"), "bold"),
                 f" ({fmt.count(plan.file_count, 'file')}) · ",
-                (fmt.size(plan.bytes), "bold $success"),
+                (size, "bold $success"),
                 f" · keeps {fmt.count(len(plan.keep), 'step')}",
             )
         ]
         for s in plan.steps[:PREVIEW_STEPS]:
-            lines.append(
-                Content(f"  {s.training}/{s.path.rsplit('/', 1)[-1]}  {fmt.size(s.size_bytes)}")
-            )
+            step_size = self.units.size(self.units.pick(s.size_bytes, s.disk_bytes))
+            lines.append(Content(f"  {s.training}/{_step_name(s.path)}  {step_size}"))
         if len(plan.steps) > PREVIEW_STEPS:
             lines.append(
                 Content.styled(f"  … and {len(plan.steps) - PREVIEW_STEPS:,} more", "$text-muted")
             )
-        # kept steps with the most interesting reasons first (rules beyond "newest")
+        # kept steps with the most interesting reasons first (rules beyond "newest"); the
+        # count above is the number of these lines plus the "… and N more kept" below
         kept = sorted(plan.keep, key=lambda k: (k.reasons == ("newest",), k.training, k.step))
         for k in kept[:PREVIEW_KEPT]:
             lines.append(
                 Content.styled(
-                    f"  keep {k.training}/{k.path.rsplit('/', 1)[-1]}: {', '.join(k.reasons)}",
+                    f"  keep {k.training}/{_step_name(k.path)}: {', '.join(k.reasons)}",
                     "$text-muted",
                 )
             )
-        self.query_one("#keep-preview", Static).update(Content("\n").join(lines))
-        if self._accept_when_ready:
-            self._accept()
+        if len(kept) > PREVIEW_KEPT:
+            lines.append(
+                Content.styled(f"  … and {len(kept) - PREVIEW_KEPT:,} more kept", "$text-muted")
+            )
+        return Content("\n").join(lines)
 
     @on(Input.Submitted)
     def _submitted(self) -> None:
@@ -160,7 +186,7 @@ class KeepNewestScreen(ModalScreen[Plan | None]):
 
     def _accept(self) -> None:
         rules = self._rules()
-        key = (rules, self.query_one("#keep-all", Checkbox).value)
+        key = (rules, self._everything())
         if self.plan is not None and self._plan_key == key:
             self.dismiss(self.plan)
         else:

@@ -1,4 +1,4 @@
-"""Details of the highlighted row: paths, sizes, times, and for files the safetensors header."""
+"""Details of the highlighted row: paths, sizes, times, protection, and for files the header."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from textual.content import Content
 from textual.widget import Widget
 
 from ckpt_tui.tui import format as fmt
-from ckpt_tui.tui.model import Kind, Marks, Node
-from ckpt_tui.types import FileDetails, FileInfo, RootInfo, StepInfo, TrainingInfo
+from ckpt_tui.tui.marks import Marks
+from ckpt_tui.tui.model import Kind, MarkState, Node, TreeModel
+from ckpt_tui.types import FileDetails, FileInfo, FileStatus, RootInfo, StepInfo, TrainingInfo
 
 MAX_TENSORS = 24
 MAX_FILES = 24
+NAME_W = 28
 
 
 def _when(mtime_ns: int, now: float) -> str:
@@ -38,12 +40,16 @@ class DetailsPanel(Widget):
 
     def __init__(
         self,
+        model: TreeModel,
+        units: fmt.Units,
         *,
         now: Callable[[], float] = time.time,
         show_path: Callable[[str], str] = str,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
+        self._model = model
+        self._units = units
         self._now = now
         self._show_path = show_path
         self._content = Content("")
@@ -56,27 +62,25 @@ class DetailsPanel(Widget):
         self._content = Content("\n").join(lines)
         self.refresh()
 
+    def _fmt(self, n: int) -> str:
+        return self._units.size(n)
+
     def _lines(self, node: Node, marks: Marks, details: FileDetails | None) -> list[Content]:
         now = self._now()
         info = node.info
-        title = Content.styled(node.name, "bold $accent")
-        out: list[Content] = [title]
+        out: list[Content] = [Content.styled(node.name, "bold $accent")]
         path = getattr(info, "path", "")
         out.append(_kv("path", self._show_path(path)))
-        out.append(_kv("size", f"{fmt.size(node.size)} apparent, {fmt.size(node.disk)} on disk"))
+        out.append(_kv("size", f"{self._fmt(node.size)} apparent, {self._fmt(node.disk)} on disk"))
         out.append(_kv("modified", _when(node.mtime_ns, now)))
         state = marks.state(node)
         if state:
             n = len(marks.ids_of(node) & marks.marked)
+            partial = state == MarkState.PARTIAL and node.kind == Kind.STEP
             out.append(
                 _kv(
                     "marked",
-                    f"{fmt.count(n, 'file')}"
-                    + (
-                        " (partial: the step stays)"
-                        if state == 1 and node.kind == Kind.STEP
-                        else ""
-                    ),
+                    fmt.count(n, "file") + (" (partial: the step stays)" if partial else ""),
                     "bold $warning",
                 )
             )
@@ -94,7 +98,7 @@ class DetailsPanel(Widget):
     def _training(self, node: Node, info: TrainingInfo) -> list[Content]:
         steps = node.children
         if steps:
-            nums = [s.info.step for s in steps if isinstance(s.info, StepInfo)]
+            nums = [s.number for s in steps]
             lo, hi, n = min(nums), max(nums), len(nums)
         else:
             lo, hi, n = info.min_step or 0, info.max_step or 0, info.step_count
@@ -105,41 +109,75 @@ class DetailsPanel(Widget):
         if info.layer_count:
             out.append(_kv("layers", f"up to {info.layer_count} per step"))
         if steps:
-            pinned = sum(1 for s in steps if isinstance(s.info, StepInfo) and s.info.pinned)
-            bad = sum(1 for s in steps if isinstance(s.info, StepInfo) and s.info.incomplete)
+            infos = [s.info for s in steps if isinstance(s.info, StepInfo)]
+            pinned = sum(1 for s in infos if s.pinned)
+            guarded = sum(1 for s in infos if s.protection and not s.pinned)
+            bad = sum(1 for s in infos if s.incomplete)
             if pinned:
-                out.append(_kv("pinned", f"{pinned} step(s)", "$accent"))
+                out.append(_kv("pinned", fmt.count(pinned, "step"), "$accent"))
+            if guarded:
+                out.append(_kv("protected", f"⊘ {fmt.count(guarded, 'step')}", "$accent"))
             if bad:
-                out.append(_kv("incomplete", f"⚠ {bad} step(s)", "$warning"))
+                out.append(_kv("incomplete", f"⚠ {fmt.count(bad, 'step')}", "$warning"))
         return out
 
     def _step(self, node: Node, info: StepInfo) -> list[Content]:
         out = [
-            _kv("step", f"{info.step:,}"),
-            _kv("files", f"{node.files} ({info.layer_count} layers)"),
+            _kv("step", f"{info.step:,}" + (f" ({info.unit})" if info.unit != "step" else "")),
+            _kv(
+                "files",
+                f"{node.files:,}"
+                + (f" ({fmt.count(info.layer_count, 'layer')})" if info.layer_count else ""),
+            ),
         ]
         if info.pinned:
-            out.append(_kv("pinned", "yes: never marked or deleted (p to unpin)", "$accent"))
+            out.append(_kv("pinned", "⚑ never marked or deleted (p to unpin)", "$accent"))
+        for reason in info.protection:
+            if reason != "pinned":
+                out.append(_kv("protected", f"⊘ {reason}", "$accent"))
+        if info.foreign_count:
+            out.append(
+                _kv(
+                    "foreign",
+                    f"{fmt.count(info.foreign_count, 'file')}, "
+                    f"{self._fmt(info.foreign_bytes)}: kept, keep the folder",
+                    "$text-muted",
+                )
+            )
         for p in info.problems:
             out.append(_kv("problem", f"⚠ {p}", "$warning"))
+        for err in self._model.step_errors(node.id)[:3]:
+            out.append(_kv("not deleted", f"✗ {err}", "bold $error"))
         if node.children:
-            out.append(Content.styled("layers", "bold"))
+            out.append(Content.styled("files", "bold"))
             for f in node.children[:MAX_FILES]:
                 assert isinstance(f.info, FileInfo)
                 err = f"  ✗ {f.info.error}" if f.info.error else ""
+                size = self._fmt(self._units.pick(f.size, f.disk))
                 out.append(
-                    Content.assemble(f"  {f.name[:28]:<28} {fmt.size(f.size):>10}", (err, "$error"))
+                    Content.assemble(
+                        f"  {fmt.pad(fmt.ellipsize(f.name, NAME_W), NAME_W)} {size:>10}",
+                        (err, "$error"),
+                    )
                 )
             if len(node.children) > MAX_FILES:
                 out.append(Content(f"  … {len(node.children) - MAX_FILES} more"))
         return out
 
     def _file(self, info: FileInfo, details: FileDetails | None) -> list[Content]:
-        out = [_kv("status", info.status.value, "$success" if info.status == "ok" else "$warning")]
+        if info.error:  # never "status ok" beside an error
+            out = [
+                _kv("status", "✗ not deleted", "bold $error"),
+                _kv("error", info.error, "$error"),
+                _kv("file", info.status.value, "$text-muted"),
+            ]
+        else:
+            good = info.status in (FileStatus.OK, FileStatus.OTHER)
+            out = [_kv("status", info.status.value, "$success" if good else "$warning")]
+        if info.foreign:
+            out.append(_kv("foreign", "not named by the layout: kept unless asked for"))
         if info.layer is not None:
             out.append(_kv("layer", f"{info.layer}" + (f" ({info.hook})" if info.hook else "")))
-        if info.error:
-            out.append(_kv("error", f"✗ {info.error}", "bold $error"))
         if details is None:
             return out
         if details.header_error:

@@ -1,9 +1,14 @@
-"""The status area (root, totals, disk bar, marks, freed) and the progress panel."""
+"""The status area (root, totals, disk bar, marks, freed) and the progress panel.
+
+Every line is fitted to the width when it is drawn, so it never wraps: the root path is cut
+in the middle, optional facts drop out, and the marked total always stays on screen.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.content import Content
@@ -14,6 +19,7 @@ from ckpt_tui.tui import format as fmt
 from ckpt_tui.types import DiskUsage
 
 DISK_BAR_W = 24
+ROOT_MIN_W = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +28,7 @@ class StatusFacts:
 
     root: str
     indexed_bytes: int
+    indexed_disk: int
     indexed_files: int
     trainings: int
     disk: DiskUsage | None
@@ -35,8 +42,12 @@ class StatusFacts:
     note: str = ""
 
 
-def disk_words(disk: DiskUsage) -> str:
-    return f"{fmt.size(disk.free)} free of {fmt.size(disk.total)}"
+def _fits(pieces: list[tuple[str, str]], width: int) -> bool:
+    return sum(cell_len(t) for t, _ in pieces) <= width
+
+
+def _content(pieces: list[tuple[str, str]]) -> Content:
+    return Content.assemble(*pieces)
 
 
 class StatusBar(Widget):
@@ -45,53 +56,117 @@ class StatusBar(Widget):
     A fixed-height widget that only repaints itself: updating it never re-runs layout.
     """
 
-    _content: Content = Content("")
+    def __init__(self, units: fmt.Units, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.units = units
+        self.facts: StatusFacts | None = None
+
+    def show(self, facts: StatusFacts) -> None:
+        self.facts = facts
+        self.refresh()
 
     def render(self) -> Content:
-        return self._content
+        f = self.facts
+        if f is None:
+            return Content("")
+        width = max(1, self.content_size.width)
+        return Content("\n").join(
+            [self._line1(f, width), self._line2(f, width), self._line3(f, width)]
+        )
 
-    def show(self, f: StatusFacts) -> None:
-        line1 = Content.assemble(
-            ("ckpt-tui ", "bold $accent"),
-            (f.root, "bold"),
-            ("   indexed ", "$text-muted"),
-            fmt.size(f.indexed_bytes),
-            (
-                f" in {fmt.count(f.indexed_files, 'file')} · {fmt.count(f.trainings, 'training')}",
-                "$text-muted",
-            ),
-            ("   READ-ONLY: deletion is off" if f.read_only else "", "bold $warning"),
-        )
-        if f.disk is not None and f.disk.total > 0:
-            used = 1 - f.disk.free / f.disk.total
-            line2 = Content.assemble(
-                ("disk ", "$text-muted"),
-                (fmt.bar(used, DISK_BAR_W), "$primary on $panel"),
-                " ",
-                (disk_words(f.disk), "bold"),
-                (f"  ({used:.0%} used)", "$text-muted"),
-            )
+    def _line1(self, f: StatusFacts, width: int) -> Content:
+        u = self.units
+        a, d = u.size(f.indexed_bytes), u.size(f.indexed_disk)
+        app_style = "bold" if u.apparent else ""
+        disk_style = "" if u.apparent else "bold"
+        head: list[tuple[str, str]] = [("ckpt-tui ", "bold $accent")]
+        if f.read_only:
+            head.append(("READ-ONLY ", "bold $warning"))
+        variants: list[list[tuple[str, str]]] = [
+            [
+                (a, app_style),
+                (" apparent · ", "$text-muted"),
+                (d, disk_style),
+                (" on disk · ", "$text-muted"),
+                (
+                    f"{fmt.count(f.indexed_files, 'file')} · {fmt.count(f.trainings, 'training')}",
+                    "$text-muted",
+                ),
+            ],
+            [
+                (a, app_style),
+                (" apparent · ", "$text-muted"),
+                (d, disk_style),
+                (" on disk · ", "$text-muted"),
+                (fmt.count(f.trainings, "training"), "$text-muted"),
+            ],
+            [
+                (a, app_style),
+                (" apparent · ", "$text-muted"),
+                (d, disk_style),
+                (" on disk", "$text-muted"),
+            ],
+            [(a, app_style), (" / ", "$text-muted"), (d, disk_style), (" disk", "$text-muted")],
+        ]
+        used = sum(cell_len(t) for t, _ in head) + 3
+        tail = variants[-1]
+        for v in variants:
+            if used + ROOT_MIN_W + sum(cell_len(t) for t, _ in v) <= width:
+                tail = v
+                break
+        room = max(1, width - used - sum(cell_len(t) for t, _ in tail))
+        root = fmt.middle(f.root, room)
+        line = [*head, (root, "bold"), ("   ", ""), *tail]
+        return _content(line).truncate(width)
+
+    def _line2(self, f: StatusFacts, width: int) -> Content:
+        if f.disk is None or f.disk.total <= 0:
+            return Content.styled("disk usage unknown", "$text-muted")
+        u = self.units
+        used = 1 - f.disk.free / f.disk.total
+        words = [
+            (f"{u.size(f.disk.free)} free", "bold"),
+            (f" of {u.size(f.disk.total)}", ""),
+            (f" ({used:.0%} used)", "$text-muted"),
+        ]
+        room = width - 5 - 1 - sum(cell_len(t) for t, _ in words)
+        bar_w = min(DISK_BAR_W, room)
+        pieces: list[tuple[str, str]] = [("disk ", "$text-muted")]
+        if bar_w >= 4:
+            pieces += [(fmt.bar(used, bar_w), "$primary on $panel-lighten-1"), (" ", "")]
+        return _content(pieces + words).truncate(width)
+
+    def _line3(self, f: StatusFacts, width: int) -> Content:
+        u = self.units
+        size = u.size(f.marked_bytes)
+        if f.marked_files:
+            steps = fmt.count(f.marked_steps, "step")
+            full = f"{steps} · {fmt.count(f.marked_files, 'file')} · {size}"
+            short = f"{steps} · {size}"
+            marked = full if cell_len(full) + 7 <= width else short
         else:
-            line2 = Content.styled("disk usage unknown", "$text-muted")
-        marked = (
-            f"{fmt.count(f.marked_steps, 'step')} · {fmt.count(f.marked_files, 'file')} "
-            f"· {fmt.size(f.marked_bytes)}"
-            if f.marked_files
-            else "nothing"
-        )
-        line3 = Content.assemble(
+            marked = "nothing"
+        pieces: list[tuple[str, str]] = [
             ("marked ", "$text-muted"),
             (marked, "bold $warning" if f.marked_files else ""),
-            ("   freed this session ", "$text-muted"),
-            (fmt.size(f.freed), "bold $success"),
-            ("   sort ", "$text-muted"),
-            f.sort,
-            ("   filter ", "$text-muted") if f.filter else "",
-            (f.filter, "bold") if f.filter else "",
-            ("   " + f.note, "$text-muted") if f.note else "",
-        )
-        self._content = Content("\n").join([line1, line2, line3])
-        self.refresh()
+        ]
+        optional: list[list[tuple[str, str]]] = [
+            [("   freed ", "$text-muted"), (u.size(f.freed), "bold $success")],
+            [("   sort ", "$text-muted"), (f.sort, "")],
+        ]
+        if f.filter:
+            optional.append([("   filter ", "$text-muted"), (f.filter, "bold")])
+        if not u.apparent:
+            optional.insert(0, [("   sizes ", "$text-muted"), ("disk usage", "bold")])
+        for extra in optional:
+            if _fits(pieces + extra, width):
+                pieces += extra
+        if f.note:
+            room = width - sum(cell_len(t) for t, _ in pieces) - 3
+            if room >= 8:
+                note = f.note if cell_len(f.note) <= room else fmt.head(f.note, room - 1) + "…"
+                pieces.append(("   " + note, "$text-muted"))
+        return _content(pieces).truncate(width)
 
 
 class ProgressPanel(Horizontal):

@@ -1,7 +1,8 @@
 """The checkpoint tree, drawn with Textual's Line API: only the rows on screen are rendered.
 
 Per-key work is a few lines of rendering plus, for structural changes, one list splice in the
-model; it does not grow with the number of rows expanded.
+model; it does not grow with the number of rows expanded. The widget listens to the model and
+the marks, so nobody has to tell it that rows changed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -21,15 +23,25 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ckpt_tui.tui import format as fmt
-from ckpt_tui.tui.model import Kind, Marks, MarkState, Node, TreeModel
+from ckpt_tui.tui.marks import Marks
+from ckpt_tui.tui.model import Kind, MarkState, Node, TreeModel
+from ckpt_tui.tui.widgets.columns import Columns, plan_columns
 from ckpt_tui.types import FileInfo, FileStatus, StepInfo
 
-SIZE_W = 10
-BAR_W = 10
-COUNT_W = 12
-AGE_W = 5
-RIGHT_W = SIZE_W + 1 + BAR_W + 1 + COUNT_W + 1 + AGE_W
 MARK_GLYPH = {MarkState.NONE: "○", MarkState.PARTIAL: "◐", MarkState.ALL: "●"}
+PINNED_GLYPH = "⚑"
+PROTECTED_GLYPH = "⊘"
+EMPTY_LINES = (
+    "No checkpoints found under this root.",
+    "",
+    "Recognised layouts (a step is recognised by its name and its files):",
+    "  miStudio      <training>/checkpoints/checkpoint_<step>/layer_<n>[_<hook>]/*.safetensors",
+    "  single layer  <training>/checkpoint_<step>/*.safetensors",
+    "  HF Trainer    <run>/checkpoint-<step>/model*.safetensors, optimizer.pt, ...",
+    "  SAELens       <run>/<n_samples>/ and final_<n>/ with sae_weights.safetensors, cfg.json",
+    "",
+    "r re-scans · q quits",
+)
 
 
 class CheckpointTree(ScrollView, can_focus=True):
@@ -51,6 +63,7 @@ class CheckpointTree(ScrollView, can_focus=True):
         "ckpt-tree--marked",
         "ckpt-tree--partial",
         "ckpt-tree--pinned",
+        "ckpt-tree--protected",
         "ckpt-tree--warning",
         "ckpt-tree--error",
         "ckpt-tree--dim",
@@ -64,7 +77,7 @@ class CheckpointTree(ScrollView, can_focus=True):
     cursor: reactive[int] = reactive(0, always_update=True, repaint=False)
 
     class Highlighted(Message):
-        """The cursor moved to another row."""
+        """The cursor moved to another row (the one path the details panel follows)."""
 
         def __init__(self, node: Node) -> None:
             super().__init__()
@@ -81,6 +94,7 @@ class CheckpointTree(ScrollView, can_focus=True):
         self,
         model: TreeModel,
         marks: Marks,
+        units: fmt.Units,
         *,
         now: Callable[[], float] = time.time,
         id: str | None = None,
@@ -88,11 +102,13 @@ class CheckpointTree(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.model = model
         self.marks = marks
+        self.units = units
         self._now = now
         self._last_highlighted: Node | None = None
-        # Called synchronously on a cursor move, so the details repaint in the same frame
-        # (a message would land one or two frames later).
-        self.on_highlight: Callable[[Node], None] | None = None
+        self._columns: Columns | None = None  # recomputed on a row or width change
+        self.empty_hint = False  # show the recognised layouts when a scanned root is empty
+        model.watch(self._model_changed)
+        marks.watch(self._marks_changed)
 
     # model changes ----------------------------------------------------------------------
 
@@ -101,25 +117,36 @@ class CheckpointTree(ScrollView, can_focus=True):
         rows = self.model.rows
         return rows[self.cursor] if 0 <= self.cursor < len(rows) else None
 
-    def rows_changed(self, keep: Node | None = None) -> None:
-        """The flat row list changed: resize, keep the cursor on ``keep`` if still shown."""
-        rows = self.model.rows
-        self.virtual_size = Size(self.scrollable_size.width, len(rows))
-        if keep is not None:
-            i = self.model.index_of(keep, self.cursor)
-            if i >= 0:
-                self.cursor = i
-        self.cursor = max(0, min(self.cursor, len(rows) - 1))
+    def _model_changed(self, structure: bool) -> None:
+        """Rows changed: resize, keep the cursor on the same node if it is still shown."""
+        if structure:
+            self._columns = None
+            self.virtual_size = Size(self.scrollable_size.width, len(self.model.rows))
+            keep = self._last_highlighted
+            i = self.model.index_of(keep, self.cursor) if keep is not None else -1
+            self.cursor = i if i >= 0 else self.cursor  # validate_cursor clamps
         self.refresh()
 
-    def expand_node(self, node: Node) -> None:
-        """Expand an already loaded node in place."""
-        i = self.model.index_of(node, self.cursor)
-        if i >= 0:
-            self.model.expand(i)
-            self.rows_changed(self.node)
+    def _marks_changed(self, steps: frozenset[int] | None) -> None:
+        if steps is None or len(steps) > 8:
+            self.refresh()
+            return
+        rows = self.model.rows
+        top = self.scroll_offset.y
+        for y in range(top, min(len(rows), top + self.size.height)):
+            n = rows[y]
+            if n.kind in (Kind.ROOT, Kind.TRAINING) or _in_steps(n, steps):
+                self._refresh_row(y)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._columns = None
+        self.virtual_size = Size(self.scrollable_size.width, len(self.model.rows))
 
     # cursor -----------------------------------------------------------------------------
+
+    def validate_cursor(self, value: int) -> int:
+        """The one place the cursor is kept on a row."""
+        return max(0, min(value, len(self.model.rows) - 1))
 
     def watch_cursor(self, old: int, new: int) -> None:
         self._refresh_row(old)
@@ -128,33 +155,18 @@ class CheckpointTree(ScrollView, can_focus=True):
         node = self.node
         if node is not None and node is not self._last_highlighted:
             self._last_highlighted = node
-            if self.on_highlight is not None:
-                self.on_highlight(node)
-            else:
-                self.post_message(self.Highlighted(node))
+            self.post_message(self.Highlighted(node))
 
     def _refresh_row(self, row: int) -> None:
         y = row - self.scroll_offset.y
         if 0 <= y < self.size.height:
             self.refresh(Region(0, y, self.size.width, 1))
 
-    def refresh_node(self, node: Node) -> None:
-        """Repaint one node's line and its ancestors' (their mark state may have changed)."""
-        rows = self.model.rows
-        top = self.scroll_offset.y
-        for y in range(top, min(len(rows), top + self.size.height)):
-            n = rows[y]
-            if n is node or _is_ancestor(n, node):
-                self._refresh_row(y)
-
-    def _move(self, delta: int) -> None:
-        self.cursor = max(0, min(len(self.model.rows) - 1, self.cursor + delta))
-
     def action_cursor_up(self) -> None:
-        self._move(-1)
+        self.cursor -= 1
 
     def action_cursor_down(self) -> None:
-        self._move(1)
+        self.cursor += 1
 
     def action_cursor_home(self) -> None:
         self.cursor = 0
@@ -163,22 +175,21 @@ class CheckpointTree(ScrollView, can_focus=True):
         self.cursor = len(self.model.rows) - 1
 
     def action_page_up_rows(self) -> None:
-        self._move(-max(1, self.size.height - 1))
+        self.cursor -= max(1, self.size.height - 1)
 
     def action_page_down_rows(self) -> None:
-        self._move(max(1, self.size.height - 1))
+        self.cursor += max(1, self.size.height - 1)
 
     def action_expand(self) -> None:
         node = self.node
         if node is None or not node.expandable:
             return
         if node.expanded:
-            self._move(1)  # like Tree: Right on an open row steps into it
+            self.cursor += 1  # like Tree: Right on an open row steps into it
         elif node.children is None:
             self.post_message(self.ExpandRequested(node))
         else:
             self.model.expand(self.cursor)
-            self.rows_changed(node)
 
     def action_collapse(self) -> None:
         node = self.node
@@ -186,7 +197,6 @@ class CheckpointTree(ScrollView, can_focus=True):
             return
         if node.expanded and node.kind != Kind.ROOT:
             self.model.collapse(self.cursor)
-            self.rows_changed(node)
         elif node.parent is not None:
             i = self.model.index_of(node.parent, self.cursor)
             if i >= 0:
@@ -203,10 +213,14 @@ class CheckpointTree(ScrollView, can_focus=True):
                     self.action_expand()
             self.cursor = row
 
-    def on_resize(self, event: events.Resize) -> None:
-        self.virtual_size = Size(self.scrollable_size.width, len(self.model.rows))
-
     # rendering --------------------------------------------------------------------------
+
+    @property
+    def columns(self) -> Columns:
+        """Which columns fit, for the current width and the widest visible name."""
+        if self._columns is None:
+            self._columns = plan_columns(self.scrollable_size.width, self.model.name_need())
+        return self._columns
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_size.width  # without the scrollbar, so no column is cut off
@@ -214,18 +228,25 @@ class CheckpointTree(ScrollView, can_focus=True):
         base = self.rich_style
         rows = self.model.rows
         if row >= len(rows):
+            if self.empty_hint and len(rows) == 1 and row - 2 < len(EMPTY_LINES) and row >= 2:
+                text = fmt.head("  " + EMPTY_LINES[row - 2], width)
+                return Strip([Segment(text, base + self._style("dim"))]).extend_cell_length(
+                    width, base
+                )
             return Strip.blank(width, base)
         node = rows[row]
-        segments = self._segments(node, width, base)
+        segments = self._segments(node, self.columns, base)
         if row == self.cursor:
             cursor = self.get_component_rich_style("ckpt-tree--cursor")
             segments = [Segment(t, (s or base) + cursor) for t, s, _ in segments]
-        return Strip(segments, width).adjust_cell_length(width, base)
+        # measured, never trusted: a strip longer than the widget would spill into the panel
+        # beside it on a partial repaint
+        return Strip(segments).adjust_cell_length(width, base)
 
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"ckpt-tree--{name}", partial=True)
 
-    def _segments(self, node: Node, width: int, base: Style) -> list[Segment]:
+    def _segments(self, node: Node, cols: Columns, base: Style) -> list[Segment]:
         state = self.marks.state(node)
         mark_style = (
             self._style("marked")
@@ -235,38 +256,55 @@ class CheckpointTree(ScrollView, can_focus=True):
             else self._style("dim")
         )
         info = node.info
-        pinned = isinstance(info, StepInfo) and info.pinned
-        flag, flag_style = self._flag(node)
+        guard, guard_style = " ", "dim"
+        if isinstance(info, StepInfo):
+            if info.pinned:
+                guard, guard_style = PINNED_GLYPH, "pinned"
+            elif info.protection:
+                guard, guard_style = PROTECTED_GLYPH, "protected"
         indent = "  " * max(0, node.depth - 1) if node.kind != Kind.ROOT else ""
         arrow = ("▼ " if node.expanded else "▶ ") if node.expandable else "  "
-        name = node.name
-        left_w = max(8, width - RIGHT_W - 4)
-        name_room = left_w - len(indent) - len(arrow) - (len(flag) + 1 if flag else 0)
-        if len(name) > name_room:
-            name = name[: max(1, name_room - 1)] + "…"
+        room = max(0, cols.name - len(indent) - len(arrow))
+        name = fmt.ellipsize(node.name, room)
         name_style = base + self._style(node.kind.name.lower())
         if state == MarkState.ALL:
             name_style += self._style("marked")
         segs = [
             Segment(" ", base),
             Segment(MARK_GLYPH[state], base + mark_style),
-            Segment("⚑" if pinned else " ", base + self._style("pinned")),
-            Segment(" " + indent + arrow, base + self._style("dim")),
+            Segment(guard, base + self._style(guard_style)),
+            Segment(" " + fmt.head(indent + arrow, cols.name), base + self._style("dim")),
             Segment(name, name_style),
         ]
-        used = 4 + len(indent) + len(arrow) + len(name)
-        if flag:
-            segs.append(Segment(" " + flag, base + flag_style))
-            used += len(flag) + 1
-        segs.append(Segment(" " * max(1, left_w + 4 - used), base))
-        parent = node.parent
-        share = node.size / parent.size if parent is not None and parent.size > 0 else 1.0
-        segs += [
-            Segment(fmt.size(node.size).rjust(SIZE_W) + " ", base),
-            Segment(fmt.bar(share, BAR_W), base + self._style("bar")),
-            Segment(" " + self._count(node).rjust(COUNT_W) + " ", base + self._style("dim")),
-            Segment(fmt.age(node.mtime_ns, self._now()).rjust(AGE_W), base + self._style("dim")),
-        ]
+        used = min(cols.name, len(indent) + len(arrow)) + cell_len(name)
+        flag, flag_style = self._flag(node)
+        if flag and cols.name - used >= 2:
+            flag = fmt.head(" " + flag, cols.name - used)
+            segs.append(Segment(flag, base + flag_style))
+            used += cell_len(flag)
+        segs.append(Segment(" " * max(0, cols.name - used), base))
+        units = self.units
+        size = units.pick(node.size, node.disk)
+        if cols.size:
+            segs.append(Segment(" " + fmt.pad(units.size(size), cols.size, right=True), base))
+        if cols.bar:
+            parent = node.parent
+            total = units.pick(parent.size, parent.disk) if parent is not None else 0
+            share = size / total if total > 0 else 1.0
+            segs += [
+                Segment(" ", base),
+                Segment(fmt.bar(share, cols.bar), base + self._style("bar")),
+            ]
+        if cols.count:
+            count = fmt.head(self._count(node), cols.count)
+            segs.append(
+                Segment(" " + fmt.pad(count, cols.count, right=True), base + self._style("dim"))
+            )
+        if cols.age:
+            age = fmt.head(fmt.age(node.mtime_ns, self._now()), cols.age)
+            segs.append(
+                Segment(" " + fmt.pad(age, cols.age, right=True), base + self._style("dim"))
+            )
         return segs
 
     def _flag(self, node: Node) -> tuple[str, Style]:
@@ -276,8 +314,16 @@ class CheckpointTree(ScrollView, can_focus=True):
                 return "✗ " + info.error, self._style("error")
             if info.status not in (FileStatus.OK, FileStatus.OTHER):
                 return "⚠ " + info.status.value, self._style("warning")
-        if isinstance(info, StepInfo) and info.incomplete:
-            return "⚠", self._style("warning")
+            if info.foreign:
+                return "foreign: kept", self._style("dim")
+        if isinstance(info, StepInfo):
+            errors = self.model.step_errors(node.id)
+            if errors:
+                return f"✗ {fmt.count(len(errors), 'file')} not deleted: {errors[0]}", self._style(
+                    "error"
+                )
+            if info.incomplete:
+                return "⚠ " + ", ".join(info.problems), self._style("warning")
         return "", self._style("dim")
 
     def _count(self, node: Node) -> str:
@@ -296,10 +342,7 @@ class CheckpointTree(ScrollView, can_focus=True):
         return ""
 
 
-def _is_ancestor(candidate: Node, node: Node) -> bool:
-    p = node.parent
-    while p is not None:
-        if p is candidate:
-            return True
-        p = p.parent
-    return False
+def _in_steps(node: Node, steps: frozenset[int]) -> bool:
+    if node.kind == Kind.STEP:
+        return node.id in steps
+    return node.kind == Kind.FILE and node.parent is not None and node.parent.id in steps
