@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 
 from ckpt_tui.cli import main
 from ckpt_tui.retention import Best, Rules, StepFacts, decide
-
-from .conftest import OLD, make_training, write_checkpoint
+from tests.conftest import OLD, make_training, write_checkpoint
 
 
 def cli(*args: str, db: str) -> tuple[int, str, str]:
@@ -114,6 +113,25 @@ def test_broken_steps_older_than_the_newest_valid_one_are_planned_with_their_sta
     # 200 is broken: "keep newest 2" skips it and keeps 100, the second valid step
     assert {k["step"] for k in plan["keep"]} == {300, 100}
     assert [d["step"] for d in plan["delete"]] == [200]
+
+
+# 2. A step is recognised by its content, not by a numeric name -----------------------
+
+
+def test_numeric_folders_that_are_not_steps_are_never_pruned(tmp_path: Path, db: str) -> None:
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [100, 200], layers=("layer_0",))
+    results = ck / "eval" / "1000" / "results.json"  # evaluation output, no weights
+    results.parent.mkdir(parents=True)
+    results.write_text('{"ce_loss": 2.1}')
+    sweep = ck / "sweep" / "1"
+    for step in (100, 200):
+        write_checkpoint(sweep / f"checkpoint_{step}" / "layer_0" / "checkpoint.safetensors", step)
+    code, _, err = cli("prune", str(root), "--keep", "1", "--yes", db=db)
+    assert code == 0, err
+    assert results.is_file(), "evaluation output is not a step"
+    assert steps_on_disk(sweep) == ["checkpoint_200"], "the sweep run keeps its newest step"
+    assert (ck / "checkpoint_200").is_dir() and not (ck / "checkpoint_100").exists()
 
 
 # 3. Only checkpoint artifacts are deleted; everything else stays and is named -------------
