@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     p.add_argument("--work", type=Path, help="where trees go (default: a new dir in /tmp)")
     p.add_argument("--keep", action="store_true", help="keep the trees and indexes")
-    p.add_argument("--skip-tui", action="store_true", help="filesystem benchmarks only")
+    p.add_argument("--skip-tui", action="store_true", help="no TUI benchmarks")
+    p.add_argument("--skip-e2e", action="store_true", help="no end-to-end (new process) ones")
     a = p.parse_args(argv)
     work = a.work or Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir="/tmp"))
     work.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fs_results, indexes = fsbench.run(work, a.quick)
         results += fs_results
+        if not a.skip_e2e:
+            from benchmarks import e2e
+
+            results += e2e.run(work, a.quick, skip_tui=a.skip_tui)
         if not a.skip_tui:
             results += _tui(work, a.quick, indexes)
     except Exception:  # report what ran, and the failure

@@ -33,7 +33,7 @@ def test_quick_benchmark_run_writes_valid_json(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -50,7 +50,19 @@ def test_quick_benchmark_run_writes_valid_json(tmp_path: Path) -> None:
         "tui_key_mark",
         "tui_mark_all_confirm",
         "tui_peak_rss",
+        # end to end: a new process per run, next to its reference command
+        "e2e_help",
+        "e2e_version",
+        "e2e_ls_10",
+        "e2e_tui_first_frame",
+        "e2e_scan_first_2k",
+        "e2e_rescan_2k",
+        "e2e_prune",
     } <= ids
+    assert "e2e_scan_first_100k" not in ids  # the full run only
+    for r in doc["results"]:
+        if r["id"].startswith("e2e_"):
+            assert r["reference_value"] > 0 and r["ratio"] > 0 and r["details"]["samples"]["n"]
     for r in doc["results"]:
         assert isinstance(r["value"], (int, float)) and r["passed"] in (True, False)
     assert "PASS" in proc.stdout or "FAIL" in proc.stdout
