@@ -141,10 +141,15 @@ def _add(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     "--demo", is_flag=True, help="Build a demo tree in a temporary directory and open it."
 )
 @click.option("--read-only", is_flag=True, help="Browse only: deletion is turned off.")
+@click.option(
+    "--si", is_flag=True, help="Decimal units (1 kB = 1000 B) instead of binary (1 KiB = 1024 B)."
+)
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
 @click.version_option(__version__, prog_name="ckpt-tui")
 @click.pass_context
-def main(ctx: click.Context, db: str | None, demo: bool, read_only: bool, verbose: int) -> None:
+def main(
+    ctx: click.Context, db: str | None, demo: bool, read_only: bool, si: bool, verbose: int
+) -> None:
     """Browse checkpoints under ROOT (default: the current directory) and delete safely.
 
     \b
@@ -164,10 +169,10 @@ def main(ctx: click.Context, db: str | None, demo: bool, read_only: bool, verbos
     if ctx.invoked_subcommand is not None:
         return
     root = ctx.meta.get("ckpt_root")
-    _guard(_open_tui)(root, db, demo, read_only)
+    _guard(_open_tui)(root, db, demo, read_only, si)
 
 
-def _open_tui(root: str | None, db: str | None, demo: bool, read_only: bool) -> int:
+def _open_tui(root: str | None, db: str | None, demo: bool, read_only: bool, si: bool) -> int:
     if demo:
         from ckpt_tui.demo import build_demo
 
@@ -178,7 +183,7 @@ def _open_tui(root: str | None, db: str | None, demo: bool, read_only: bool) -> 
     root = os.path.abspath(root or os.getcwd())
     from ckpt_tui.tui import run_tui
 
-    return run_tui(root, db, read_only=read_only)
+    return run_tui(root, db, read_only=read_only, si=si)
 
 
 @main.command()

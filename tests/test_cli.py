@@ -94,8 +94,10 @@ def test_prune_dry_run_then_real_run_free_the_same_bytes(tree: Path, db_path: st
 def test_prune_without_yes_and_without_terminal_refuses(tree: Path, db_path: str) -> None:
     """README: with no terminal and no --yes, nothing is deleted and the exit code is 2."""
     before = files_under(tree)
-    for args in (["prune", str(tree), "--keep", "1"],
-                 ["rm", str(tree), str(tree / "train_b" / "checkpoint_100")]):
+    for args in (
+        ["prune", str(tree), "--keep", "1"],
+        ["rm", str(tree), str(tree / "train_b" / "checkpoint_100")],
+    ):
         code, _, err = run(*args, db=db_path)
         assert code == 2, (args, err)
         assert "--yes" in err and "nothing was deleted" in err
@@ -216,18 +218,20 @@ def test_bare_root_opens_the_tui_with_the_options(tmp_path: Path, monkeypatch) -
     """``ckpt-tui [OPTIONS] [ROOT]``: a root that is not a command name opens the TUI."""
     import ckpt_tui.tui as tui
 
-    calls: list[tuple[str, str | None, bool]] = []
+    calls: list[tuple[str, str | None, bool, bool]] = []
 
-    def fake_run_tui(root: str, db: str | None, *, read_only: bool = False) -> int:
-        calls.append((root, db, read_only))
+    def fake_run_tui(
+        root: str, db: str | None, *, read_only: bool = False, si: bool = False
+    ) -> int:
+        calls.append((root, db, read_only, si))
         return 0
 
     monkeypatch.setattr(tui, "run_tui", fake_run_tui)
     db = str(tmp_path / "i.db")
-    for args in (["--db", db, "--read-only", str(tmp_path)], [str(tmp_path), "--db", db]):
+    for args in (["--db", db, "--read-only", str(tmp_path)], [str(tmp_path), "--db", db, "--si"]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
-    assert calls == [(str(tmp_path), db, True), (str(tmp_path), db, False)]
+    assert calls == [(str(tmp_path), db, True, False), (str(tmp_path), db, False, True)]
     monkeypatch.chdir(tmp_path)
     assert CliRunner().invoke(main, ["--db", db]).exit_code == 0
     assert calls[-1][0] == str(tmp_path), "no ROOT means the current directory"
