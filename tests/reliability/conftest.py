@@ -259,9 +259,11 @@ def popen_cli(*args: str | Path, **faults: str) -> subprocess.Popen[str]:
                             stdin=subprocess.DEVNULL)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    """Refused the way a user should see it: non-zero exit, one line, no traceback."""
-    assert proc.returncode != 0, proc
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str,
+                          code: int = 1) -> None:
+    """Refused the way a user should see it: exit code 1 (README: "the input was refused"),
+    one line, no traceback."""
+    assert proc.returncode == code, proc
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, f"expected one line on stderr, got: {proc.stderr!r}"
