@@ -440,8 +440,23 @@ class TreeModel:
     # layout -----------------------------------------------------------------------------
 
     def name_need(self) -> int:
-        """Cells the widest visible row needs for indent, arrow, name and a short flag."""
-        return max((row_need(n) for n in self.rows), default=0)
+        """Cells the widest visible row needs for indent, arrow, name and a short flag; a
+        row showing why it was not deleted needs room for the reason too."""
+        need = max((row_need(n) for n in self.rows), default=0)
+        if self.errors:
+            for n in self.rows:
+                why = self._error_words(n)
+                if why:
+                    need = max(need, row_need(n) + cell_len(why) + 1)
+        return need
+
+    def _error_words(self, node: Node) -> str:
+        if isinstance(node.info, FileInfo):
+            return node.info.error or ""
+        if node.kind == Kind.STEP:
+            errors = self.step_errors(node.id)
+            return errors[0] if errors else ""
+        return ""
 
 
 def _refresh(node: Node, info: Info, size: int, disk: int, files: int, mtime_ns: int) -> None:

@@ -66,7 +66,7 @@ class ConfirmScreen(Dialog[Plan | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box", classes="dialog"):
-            yield Static(self._title(), id="confirm-title")
+            yield Static(self._title(), id="confirm-title", classes="dialog-title")
             with VerticalScroll(classes="dialog-body", id="confirm-body"):
                 yield Static(self._pending_text(), id="confirm-text")
             with Vertical(classes="dialog-footer"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -14,6 +15,7 @@ from ckpt_tui.tui.keys import KEYS
 from ckpt_tui.tui.screens.dialog import Dialog
 
 KEY_W = 20
+TEXT_W = 72  # wrapped here, so the text never re-wraps in the box (80 columns fit 75)
 GLYPHS = (
     ("●  ◐  ○", "marked · partly marked · not marked"),
     ("⚑", "pinned step: never marked or deleted (p unpins)"),
@@ -41,10 +43,14 @@ class HelpScreen(Dialog[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        rows = [Content.assemble((f"{k:<{KEY_W}}", "bold $secondary"), v) for k, v in KEYS]
+        rows = [row for k, v in KEYS for row in _rows(k, v, "bold $secondary")]
         rows += [Content(""), Content.styled("glyphs", "bold $accent")]
-        rows += [Content.assemble((f"{g:<{KEY_W}}", "bold"), v) for g, v in GLYPHS]
-        rows += [Content("")] + [Content.styled(line, "$text-muted") for line in PROTECTIONS]
+        rows += [row for g, v in GLYPHS for row in _rows(g, v, "bold")]
+        rows += [Content("")] + [
+            Content.styled(part, "$text-muted")
+            for line in PROTECTIONS
+            for part in (textwrap.wrap(line, TEXT_W, subsequent_indent="  ") or [""])
+        ]
         with Vertical(id="help-box", classes="dialog"):
             yield Static(
                 Content.assemble(
@@ -52,6 +58,7 @@ class HelpScreen(Dialog[None]):
                     ("   ↑↓ PgUp PgDn Home End scroll · Esc closes", "$text-muted"),
                 ),
                 id="help-title",
+                classes="dialog-title",
             )
             with VerticalScroll(classes="dialog-body", id="help-body"):
                 yield Static(Content("\n").join(rows), id="help-text")
@@ -61,3 +68,11 @@ class HelpScreen(Dialog[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+def _rows(key: str, words: str, style: str) -> list[Content]:
+    """One key and what it does, the description wrapped under itself."""
+    parts = textwrap.wrap(words, TEXT_W - KEY_W) or [""]
+    out = [Content.assemble((f"{key:<{KEY_W}}", style), parts[0])]
+    out += [Content(" " * KEY_W + part) for part in parts[1:]]
+    return out

@@ -51,7 +51,9 @@ class KeepNewestScreen(Dialog[Plan | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="keep-box", classes="dialog"):
-            yield Static(self._title(self.training is None), id="keep-title")
+            yield Static(
+                self._title(self.training is None), id="keep-title", classes="dialog-title"
+            )
             with VerticalScroll(classes="dialog-body", id="keep-body"):
                 with Horizontal(classes="keep-rule"):
                     yield Static("keep newest N", classes="keep-rule-label")

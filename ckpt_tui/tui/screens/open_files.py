@@ -48,7 +48,8 @@ class OpenFilesScreen(Dialog[Plan | None]):
         ]
         with Vertical(id="open-box", classes="dialog"):
             yield Static(
-                Content.styled(f"{n} open in another process: delete anyway?", "bold $error")
+                Content.styled(f"{n} open in another process: delete anyway?", "bold $error"),
+                classes="dialog-title",
             )
             with VerticalScroll(classes="dialog-body"):
                 yield Static(Content("\n").join(lines), id="open-text")

@@ -27,7 +27,10 @@ class QuitWhileDeletingScreen(Dialog[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="quit-box", classes="dialog"):
-            yield Static(Content.styled("A deletion is running: quit?", "bold $warning"))
+            yield Static(
+                Content.styled("A deletion is running: quit?", "bold $warning"),
+                classes="dialog-title",
+            )
             with VerticalScroll(classes="dialog-body"):
                 yield Static(
                     Content("\n").join(

@@ -319,9 +319,8 @@ class CheckpointTree(ScrollView, can_focus=True):
         if isinstance(info, StepInfo):
             errors = self.model.step_errors(node.id)
             if errors:
-                return f"✗ {fmt.count(len(errors), 'file')} not deleted: {errors[0]}", self._style(
-                    "error"
-                )
+                more = f" ({fmt.count(len(errors), 'file')})" if len(errors) > 1 else ""
+                return f"✗ {errors[0]}{more}", self._style("error")
             if info.incomplete:
                 return "⚠ " + ", ".join(info.problems), self._style("warning")
         return "", self._style("dim")
