@@ -1,9 +1,14 @@
 """A directory swapped for a symlink between the check and the delete must not redirect it.
 
 The hook swaps ``layer_0`` (or the whole step directory) for a symlink to the victim right
-before the deleter's unlink/stat of a file in it. The deleter acts only through directory fds
-opened with O_NOFOLLOW, so the victim survives. A control runs a naive path-based delete over
+before the deleter's unlink/stat of a file in it. By then the deleter already holds fds on the
+directories, so what these tests prove is fd pinning: every unlink/rmdir is relative to an fd
+opened before the swap, never a path string. A control runs a naive path-based delete over
 the very same swap and shows the victim losing files, so this test is known to be able to fail.
+
+They pass with ``O_NOFOLLOW`` removed. The swap that lands *before* any fd is opened, which
+only ``O_NOFOLLOW`` stops, is
+``tests/test_promises_deletion.py::test_directory_swapped_for_a_symlink_before_the_deletion_starts``.
 """
 
 from __future__ import annotations
