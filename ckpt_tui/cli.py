@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,7 +20,7 @@ from ckpt_tui.errors import CkptError, TargetError
 
 if TYPE_CHECKING:
     from ckpt_tui.service import CheckpointService
-    from ckpt_tui.types import DeleteProgress, Plan, RootInfo
+    from ckpt_tui.types import Plan
 
 T = TypeVar("T")
 EXIT_FAILED = 1  # some items failed, or the user's input was refused
@@ -157,7 +158,9 @@ def main(
     ckpt-tui scan  ROOT              index ROOT
     ckpt-tui ls    ROOT              list trainings, steps and files
     ckpt-tui prune ROOT --keep N     delete all but the newest N steps
-    ckpt-tui rm    ROOT TARGET...    delete step directories or files
+    ckpt-tui rm    ROOT TARGET...    delete step, training folders or files
+    ckpt-tui pin   ROOT STEP_DIR...  never delete these steps (unpin undoes it)
+    ckpt-tui history ROOT            who deleted what, when, and what it freed
     """
     if verbose:
         import logging
@@ -264,7 +267,7 @@ def ls_cmd(
 
     async def go() -> int:
         async with await CheckpointService.open(db) as svc:
-            info = await _indexed_root(svc, root)
+            info = await svc.indexed_root(root)
             pending = await svc.interrupted()
             if pending is not None:
                 print_interrupted(pending, finishing=False)
@@ -381,7 +384,24 @@ def prune(
             rules=rules,
         )
 
-    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, recent_s, explicit=False))
+    from ckpt_tui.deleteflow import delete_flow
+
+    rules_used = {
+        "keep": keep,
+        "every": every,
+        "best": best,
+        "best_n": best_n if best else None,
+        "newer_than": newer_than,
+        "trainings": list(trainings),
+        "force": force,
+        "include_foreign": include_foreign,
+        "recent": recent_s,
+    }
+    return _run(
+        delete_flow(
+            root, db, make, dry_run, yes, as_json, recent_s, explicit=False, rules=rules_used
+        )
+    )
 
 
 @main.command()
@@ -417,7 +437,85 @@ def rm(
             include_foreign=include_foreign,
         )
 
-    return _run(_delete_flow(root, db, make, dry_run, yes, as_json, recent_s, explicit=True))
+    from ckpt_tui.deleteflow import delete_flow
+
+    rules_used = {
+        "targets": list(targets),
+        "force": force,
+        "include_foreign": include_foreign,
+        "recent": recent_s,
+    }
+    return _run(
+        delete_flow(
+            root, db, make, dry_run, yes, as_json, recent_s, explicit=True, rules=rules_used
+        )
+    )
+
+
+@main.command()
+@click.argument("root", type=click.Path())
+@db_option
+@click.option("--since", default=None, metavar="DURATION", help="Only runs within DURATION (7d).")
+@click.option("--step", "step", default=None, metavar="PATH", help="Every run that touched PATH.")
+@click.option("-v", "--verbose", is_flag=True, help="Each run's steps too.")
+@json_option
+@click.option(
+    "--forget-before",
+    default=None,
+    metavar="DURATION",
+    help="Drop runs older than DURATION (shows how many first; --yes drops them).",
+)
+@click.option("--yes", "-y", is_flag=True, help="With --forget-before: drop them.")
+@_guard
+def history(
+    root: str,
+    db: str | None,
+    since: str | None,
+    step: str | None,
+    verbose: bool,
+    as_json: bool,
+    forget_before: str | None,
+    yes: bool,
+) -> int:
+    """Deletion history under ROOT, newest first: who, when, what, what it freed.
+
+    Runs older than a year are dropped automatically when a new deletion starts.
+    """
+    import json
+
+    from ckpt_tui.retention import parse_duration
+    from ckpt_tui.service import CheckpointService
+
+    def seconds(text: str, what: str) -> float:
+        try:
+            return _seconds(parse_duration(text), what)
+        except (ValueError, OverflowError) as err:
+            raise TargetError(str(err)) from None
+
+    async def go() -> int:
+        from ckpt_tui.clihistory import print_runs, run_json
+
+        where = os.path.realpath(os.path.abspath(root))
+        rel = None
+        if step is not None:
+            full = os.path.realpath(os.path.abspath(step))
+            rel = os.path.relpath(full, where) if full.startswith(where + "/") else step
+        async with await CheckpointService.open(db) as svc:
+            if forget_before is not None:
+                cutoff = time.time() - seconds(forget_before, "--forget-before")
+                n = await svc.forget_history(root, cutoff, dry_run=not yes)
+                verb = "dropped" if yes else "would drop (run again with --yes)"
+                click.echo(f"{verb} {n} runs under {where} older than {forget_before}")
+                return 0
+            after = time.time() - seconds(since, "--since") if since else None
+            runs = await svc.history(root, since=after, step=rel)
+        if as_json:
+            click.echo(json.dumps(run_json(where, runs)))
+        else:
+            print_runs(where, runs, verbose=verbose or step is not None)
+        return 0
+
+    return _run(go())
 
 
 @main.command()
@@ -444,118 +542,7 @@ async def _set_pins(root: str, steps: tuple[str, ...], db: str | None, *, pinned
     from ckpt_tui.service import CheckpointService
 
     async with await CheckpointService.open(db) as svc:
-        info = await _indexed_root(svc, root)
+        info = await svc.indexed_root(root)
         for path in await svc.set_pinned_paths(info.id, steps, pinned):
             click.echo(f"{'pinned' if pinned else 'unpinned'} {path}")
     return 0
-
-
-async def _indexed_root(svc: CheckpointService, root: str) -> RootInfo:
-    """The root's index entry, scanning it first if it was never scanned."""
-    info = await svc.get_root(root)
-    if info is None or info.scanned_at is None:
-        await svc.scan(root)
-        info = await svc.get_root(root)
-    assert info is not None
-    return info
-
-
-async def _delete_flow(
-    root: str,
-    db: str | None,
-    make: Callable[[CheckpointService, int, bool], Coroutine[Any, Any, Plan]],
-    dry_run: bool,
-    yes: bool,
-    as_json: bool,
-    recent: float,
-    *,
-    explicit: bool,
-) -> int:
-    """Plan, show, confirm, delete. ``explicit``: the user named the targets (``rm``), so
-    a plan that deletes none of them is refused (exit 1), not a success."""
-    import json
-
-    from ckpt_tui.clifmt import (
-        Progress,
-        plan_json,
-        print_interrupted,
-        print_plan,
-        print_result,
-        result_json,
-    )
-    from ckpt_tui.planning import Protection
-    from ckpt_tui.service import CheckpointService
-
-    async with await CheckpointService.open(
-        db, protection=Protection(recent_seconds=recent)
-    ) as svc:
-        info = await _indexed_root(svc, root)
-        plan = await make(svc, info.id, False)
-        pending = await svc.interrupted()
-        interactive = sys.stdin.isatty() and sys.stdout.isatty()
-        if dry_run:
-            if pending is not None:
-                print_interrupted(pending, finishing=False)
-            click.echo(json.dumps(plan_json(plan))) if as_json else print_plan(plan, dry_run=True)
-            return 0
-        if not as_json:
-            print_plan(plan, dry_run=False)
-        if plan.empty and not any(p.needs_confirmation for p in plan.protected):
-            recovered = 0
-            if pending is not None and (yes or interactive):
-                print_interrupted(pending, finishing=True)
-                recovered = await svc.finish_interrupted()  # IndexBusy while it still runs
-            if as_json:
-                out = result_json(None, plan)
-                out["recovered"] = recovered
-                click.echo(json.dumps(out))
-            if explicit and plan.protected:
-                reasons = sorted({p.reason for p in plan.protected})
-                click.echo(
-                    "ckpt-tui: nothing was deleted: every target is protected ("
-                    + "; ".join(reasons[:3])
-                    + ")",
-                    err=True,
-                )
-                return EXIT_FAILED
-            return 0
-        allow_open = False
-        if not yes:
-            if not interactive:
-                click.echo(
-                    "ckpt-tui: refusing to delete without --yes when there is no terminal "
-                    "to confirm on; nothing was deleted",
-                    err=True,
-                )
-                return EXIT_REFUSED
-            if not plan.empty and not click.confirm(
-                f"Delete {plan.file_count} files in {len(plan.steps)} steps?", default=False
-            ):
-                click.echo("nothing was deleted", err=True)
-                return 0
-        open_items = [p for p in plan.protected if p.needs_confirmation]
-        if (
-            open_items
-            and interactive
-            and click.confirm(
-                f"{len(open_items)} file(s) are open in another process "
-                f"(e.g. {open_items[0].path}: {open_items[0].reason}). Delete them too?",
-                default=False,
-            )
-        ):
-            allow_open = True
-            plan = await make(svc, info.id, True)
-        progress = Progress.for_delete(plan, enabled=not as_json)
-        on_progress: Callable[[DeleteProgress], None] | None = (
-            progress.on_delete if progress else None
-        )
-        if pending is not None:
-            print_interrupted(pending, finishing=True)
-        result = await svc.execute(plan, on_progress, allow_open=allow_open)
-        if progress:
-            progress.close()
-        if as_json:
-            click.echo(json.dumps(result_json(result, plan)))
-        else:
-            print_result(result)
-        return 0 if result.ok else EXIT_FAILED

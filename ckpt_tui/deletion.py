@@ -14,14 +14,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from ckpt_tui import fs, layout
+from ckpt_tui import fs, history, layout
 from ckpt_tui.db import Database, FileRow, Root, Step, Training
 from ckpt_tui.db.claim import deletion_claim
 from ckpt_tui.db.engine import describe_error, is_locked_error
@@ -93,32 +93,49 @@ class Deleter:
         cancel: threading.Event | None = None,
         *,
         allow_open: bool = False,
+        ctx: history.RunContext | None = None,
     ) -> ExecuteResult:
+        """Carry out ``plan``; first finish what an interrupted deletion committed to (a
+        deleting command does, read-only ones never). Every run is recorded (``history``)."""
         t0 = time.perf_counter()
         cancel = cancel or threading.Event()
         run = _Run(plan.file_count, plan.bytes)
         stopped: str | None = None
-        if plan.empty:
+        if plan.empty and await self.interrupted() is None:
             return ExecuteResult((), (), (), 0, seconds=0.0)
         root = await self._root_handle(plan.root_id, plan.root)
         recovered = 0
+        foreign_steps = {f.step_id for f in plan.foreign}
         async with deletion_claim(self.db):
             with deletion_lock(self.db):
-                # A deleting command finishes what an interrupted one committed to (and says
-                # so); read-only commands never do (nothing is recovered on open).
-                recovered = await self._recover_locked()
-                busy = {} if allow_open else await asyncio.to_thread(open_files)
-                for batch in _batches(plan.steps):
-                    if cancel.is_set():
-                        break
-                    claimed = await self._claim([f.file_id for s in batch for f in s.files])
-                    stopped = await self._run_batch(
-                        root, batch, claimed, busy, run, on_progress, cancel
-                    )
-                    if stopped:
-                        break
-                if plan.training_dirs and not stopped and not cancel.is_set():
-                    stopped = await self._remove_training_dirs(root, plan, run, on_progress)
+                run_id = await history.start(self.db, plan, ctx or history.RunContext())
+                try:
+                    recovered = await self._recover_locked(run_id)
+                    busy = {} if allow_open else await asyncio.to_thread(open_files)
+                    for batch in _batches(plan.steps):
+                        if cancel.is_set():
+                            break
+                        claimed = await self._claim(
+                            [f.file_id for s in batch for f in s.files], run_id
+                        )
+                        stopped = await self._run_batch(
+                            root,
+                            batch,
+                            claimed,
+                            busy,
+                            run,
+                            on_progress,
+                            cancel,
+                            record={s.step_id: run_id for s in batch},
+                            foreign_steps=foreign_steps,
+                        )
+                        if stopped:
+                            break
+                    if plan.training_dirs and not stopped and not cancel.is_set():
+                        stopped = await self._remove_training_dirs(root, plan, run, on_progress)
+                except Exception:
+                    await _quietly(history.finish(self.db, run_id, None, "failed"))
+                    raise
         skipped = {r.file_id for r in run.results}
         for s in plan.steps:
             for f in s.files:
@@ -132,7 +149,7 @@ class Deleter:
                             error=stopped or "cancelled",
                         )
                     )
-        return ExecuteResult(
+        result = ExecuteResult(
             results=tuple(run.results),
             removed_dirs=tuple(run.removed_dirs),
             removed_step_ids=tuple(run.removed_steps),
@@ -142,7 +159,10 @@ class Deleter:
             seconds=time.perf_counter() - t0,
             freed_disk_bytes=run.freed_disk,
             recovered=recovered,
+            run_id=run_id,
         )
+        await history.finish(self.db, run_id, result, history.outcome_of(result))
+        return result
 
     async def _remove_training_dirs(
         self, root: fs.RootHandle, plan: Plan, run: _Run, on_progress: ProgressFn | None
@@ -178,7 +198,7 @@ class Deleter:
             raise RootError(f"root {row.path} was replaced since it was scanned; scan it again")
         return handle
 
-    async def _claim(self, file_ids: list[int]) -> set[int]:
+    async def _claim(self, file_ids: list[int], run_id: int | None = None) -> set[int]:
         """Mark active rows ``deleting`` and commit: the durable intent before any unlink."""
         claimed: set[int] = set()
         try:
@@ -188,7 +208,9 @@ class Deleter:
                     q = (
                         update(FileRow)
                         .where(FileRow.id.in_(chunk), FileRow.state == RowState.ACTIVE.value)
-                        .values(state=RowState.DELETING.value, claimed_at=time.time())
+                        .values(
+                            state=RowState.DELETING.value, claimed_at=time.time(), claimed_by=run_id
+                        )
                         .returning(FileRow.id)
                     )
                     claimed.update((await session.execute(q)).scalars())
@@ -210,8 +232,12 @@ class Deleter:
         run: _Run,
         on_progress: ProgressFn | None,
         cancel: threading.Event,
+        *,
+        record: dict[int, int] | None = None,
+        foreign_steps: set[int] | None = None,
     ) -> str | None:
-        """Unlink one claimed batch in a thread, then finish it in the index."""
+        """Unlink one claimed batch in a thread, then finish it in the index; ``record``
+        maps each step to the history run its result is written to."""
         loop = asyncio.get_running_loop()
         step_of = {f.file_id: s.step_id for s in batch for f in s.files}
         dev = root.dev
@@ -324,7 +350,12 @@ class Deleter:
         deliver(pending)  # what the thread had not handed over yet, in order
         pending.clear()
         await asyncio.sleep(0)  # and let its last bundle run
-        await self._finish(root, batch, batch_results, claimed, removed_steps)
+        rows: list[dict[str, object]] = []
+        for run_id, steps in _group(batch, record or {}).items():
+            rows += history.step_rows(
+                run_id, root.path, steps, batch_results, removed_steps, foreign_steps or set()
+            )
+        await self._finish(root, batch, batch_results, claimed, removed_steps, rows)
         return stopped
 
     async def _finish(
@@ -334,8 +365,10 @@ class Deleter:
         results: list[ItemResult],
         claimed: set[int],
         removed_steps: set[int] | None = None,
+        history_rows: list[dict[str, object]] | None = None,
     ) -> None:
-        """One transaction: drop rows of what went, keep (with the error) rows of what did not."""
+        """One transaction: drop rows of what went, keep (with the error) rows of what did not,
+        and record each step's result in the history."""
         gone = [r.file_id for r in results if r.outcome in (Outcome.DELETED, Outcome.ALREADY_GONE)]
         errors = {
             r.file_id: r.error
@@ -359,6 +392,7 @@ class Deleter:
                     .where(FileRow.id.in_(ids[i : i + CHUNK]))
                     .values(state=RowState.ACTIVE.value)
                 )
+            await history.add_steps(session, history_rows or [])
             await self._drop_vanished_steps(
                 session, root, [s.step_id for s in batch], removed_steps or set()
             )
@@ -387,45 +421,28 @@ class Deleter:
         Skipped when another process holds the deletion lock (it is still working on them);
         ``strict`` raises IndexBusy instead.
         """
-        async with self.db.sessions() as session:
-            q = (
-                select(
-                    FileRow.id,
-                    FileRow.relpath,
-                    FileRow.size_bytes,
-                    FileRow.disk_bytes,
-                    FileRow.inode,
-                    FileRow.mtime_ns,
-                    FileRow.nlink,
-                    FileRow.status,
-                    Step.id,
-                    Step.step,
-                    Step.relpath,
-                    Training.id,
-                    Training.name,
-                    Training.root_id,
-                )
-                .join(Step, Step.id == FileRow.step_id)
-                .join(Training, Training.id == Step.training_id)
-                .where(FileRow.state == RowState.DELETING.value)
-            )
-            rows = (await session.execute(q)).all()
+        rows = await self._deleting_rows()
         if not rows:
             return 0
         try:
             async with deletion_claim(self.db):
                 with deletion_lock(self.db):
-                    return await self._recover_rows([tuple(r) for r in rows])
+                    return await self._recover_locked(None)
         except IndexBusy:
             if strict:
                 raise
             log.info("another deleter holds the lock; leaving %d rows to it", len(rows))
             return 0
 
-    async def _recover_locked(self) -> int:
-        """``recover`` for a caller that already holds the deletion lock and claim."""
+    async def _recover_locked(self, by_run: int | None) -> int:
+        """``recover`` for a caller that already holds the deletion lock and claim; the runs
+        that were interrupted are linked to ``by_run``, the steps finished now are recorded
+        in the run that claimed them."""
         rows = await self._deleting_rows()
-        return await self._recover_rows(rows) if rows else 0
+        done = await self._recover_rows(rows) if rows else 0
+        async with self.db.sessions() as session, session.begin():
+            await history.link_interrupted(session, by_run)
+        return done
 
     async def _deleting_rows(self) -> list[tuple[object, ...]]:
         async with self.db.sessions() as session:
@@ -445,6 +462,7 @@ class Deleter:
                     Training.id,
                     Training.name,
                     Training.root_id,
+                    FileRow.claimed_by,
                 )
                 .join(Step, Step.id == FileRow.step_id)
                 .join(Training, Training.id == Step.training_id)
@@ -454,28 +472,7 @@ class Deleter:
 
     async def interrupted(self) -> Interrupted | None:
         """What an interrupted deletion left claimed (read-only: nothing is touched)."""
-        async with self.db.sessions() as session:
-            q = select(
-                func.count(FileRow.id),
-                func.count(func.distinct(FileRow.step_id)),
-                func.min(FileRow.claimed_at),
-                func.coalesce(func.sum(FileRow.size_bytes), 0),
-            ).where(FileRow.state == RowState.DELETING.value)
-            files, steps, since, size = (await session.execute(q)).one()
-            if not files:
-                return None
-            q2 = (
-                select(Step.relpath)
-                .join(FileRow, FileRow.step_id == Step.id)
-                .where(FileRow.state == RowState.DELETING.value)
-                .distinct()
-                .order_by(Step.relpath)
-                .limit(5)
-            )
-            first = tuple(str(r) for r in (await session.execute(q2)).scalars())
-        return Interrupted(
-            int(files), int(steps), float(since) if since else None, int(size), first
-        )
+        return await history.pending(self.db)
 
     async def _recover_rows(self, rows: list[tuple[object, ...]]) -> int:
         by_root: dict[int, dict[int, list[tuple[object, ...]]]] = {}
@@ -521,7 +518,10 @@ class Deleter:
                 )
             run = _Run(sum(len(s.files) for s in batch), 0)
             claimed = {f.file_id for s in batch for f in s.files}
-            await self._run_batch(root, batch, claimed, {}, run, None, threading.Event())
+            record = {sid: int(str(rs[0][14])) for sid, rs in steps.items() if _is_int(rs[0][14])}
+            await self._run_batch(
+                root, batch, claimed, {}, run, None, threading.Event(), record=record
+            )
             if unsafe:
                 async with self.db.sessions() as session, session.begin():
                     await session.execute(
@@ -532,6 +532,24 @@ class Deleter:
             done += len(claimed)
             log.info("finished %d interrupted deletions under %s", len(claimed), root.path)
         return done
+
+
+def _group(batch: list[PlannedStep], record: dict[int, int]) -> dict[int, list[PlannedStep]]:
+    """The batch's steps by the history run each is recorded in (unrecorded ones left out)."""
+    out: dict[int, list[PlannedStep]] = {}
+    for s in batch:
+        run_id = record.get(s.step_id)
+        if run_id is not None:
+            out.setdefault(run_id, []).append(s)
+    return out
+
+
+async def _quietly(coro: Coroutine[object, object, None]) -> None:
+    """Best effort (recording a failure must not hide the failure itself)."""
+    try:
+        await coro
+    except Exception:
+        log.warning("could not record the failed run in the history", exc_info=True)
 
 
 def _is_int(value: object) -> bool:

@@ -21,6 +21,7 @@ from ckpt_tui import layout, retention, stepfacts
 from ckpt_tui.db import ROLE_FOREIGN, Database, FileRow, Root, Step, Training
 from ckpt_tui.errors import TargetError
 from ckpt_tui.procfs import open_files
+from ckpt_tui.protection import Protection
 from ckpt_tui.types import (
     FileStatus,
     ForeignFile,
@@ -34,20 +35,9 @@ from ckpt_tui.types import (
 
 log = logging.getLogger(__name__)
 
-RECENT_SECONDS = 120.0
 ALREADY_DELETING = "already being deleted"
 CHUNK = 500
 BULK_IDS = 5_000  # beyond this many ids, select the root's rows once and filter in Python
-
-
-@dataclass(frozen=True, slots=True)
-class Protection:
-    """Live-writer protection, on by default; ``force`` on a plan lifts the first two
-    (the newest valid step and steps newer than it; recent files). Pins are never lifted."""
-
-    newest_step: bool = True
-    recent_seconds: float = RECENT_SECONDS
-    open_files: bool = True
 
 
 @dataclass(slots=True)

@@ -6,23 +6,22 @@ Reading and listing live here; planning is in ``planning``, carrying plans out i
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ckpt_tui import fs, layout, stepfacts
+from ckpt_tui import history as _history
 from ckpt_tui.db import ROLE_FOREIGN, Database, FileRow, Pin, Root, Step, Training, open_database
-from ckpt_tui.deletion import Deleter
 from ckpt_tui.errors import RootError
-from ckpt_tui.planning import Planner, Protection
-from ckpt_tui.retention import Rules
-from ckpt_tui.scanner import Scanner
+from ckpt_tui.protection import Protection
 from ckpt_tui.types import (
     DeleteProgress,
     DiskUsage,
@@ -44,6 +43,11 @@ from ckpt_tui.types import (
     TrainingTree,
 )
 
+if TYPE_CHECKING:
+    from ckpt_tui.deletion import Deleter
+    from ckpt_tui.planning import Planner
+    from ckpt_tui.retention import Rules
+
 log = logging.getLogger(__name__)
 
 STEPS_CHUNK = 500  # trainings per steps query
@@ -56,8 +60,26 @@ class CheckpointService:
     def __init__(self, db: Database, protection: Protection | None = None) -> None:
         self.db = db
         self.protection = protection or Protection()
-        self.planner = Planner(db, self.protection)
-        self.deleter = Deleter(db)
+        self._planner: Planner | None = None
+        self._deleter: Deleter | None = None
+
+    # The planner and the deleter are imported on first use: listing never needs them, and
+    # every command pays its imports (tests/test_cli_imports.py).
+    @property
+    def planner(self) -> Planner:
+        if self._planner is None:
+            from ckpt_tui.planning import Planner
+
+            self._planner = Planner(self.db, self.protection)
+        return self._planner
+
+    @property
+    def deleter(self) -> Deleter:
+        if self._deleter is None:
+            from ckpt_tui.deletion import Deleter
+
+            self._deleter = Deleter(self.db)
+        return self._deleter
 
     @classmethod
     async def open(
@@ -105,6 +127,15 @@ class CheckpointService:
                 row.dev, row.ino = handle.dev, handle.ino
             return RootInfo(row.id, row.path, row.scanned_at)
 
+    async def indexed_root(self, path: str) -> RootInfo:
+        """The root's index entry, scanning it first if it was never scanned."""
+        info = await self.get_root(path)
+        if info is None or info.scanned_at is None:
+            await self.scan(path)
+            info = await self.get_root(path)
+        assert info is not None
+        return info
+
     async def get_root(self, path: str) -> RootInfo | None:
         handle = fs.check_root(path)
         async with self.db.sessions() as session:
@@ -136,6 +167,8 @@ class CheckpointService:
                 if t is None or t.root_id != info.id:
                     raise RootError(f"training #{training_id} is not under {info.path}")
                 training_rel = t.relpath
+        from ckpt_tui.scanner import Scanner
+
         scanner = Scanner(self.db, handle, info.id)
         return await scanner.run(on_progress, training_rel, cancel)
 
@@ -462,13 +495,30 @@ class CheckpointService:
         cancel: threading.Event | None = None,
         *,
         allow_open: bool = False,
+        ctx: _history.RunContext | None = None,
     ) -> ExecuteResult:
-        """Carry out a plan (see ``deletion.Deleter.execute``)."""
-        return await self.deleter.execute(plan, on_progress, cancel, allow_open=allow_open)
+        """Carry out a plan (see ``deletion.Deleter.execute``); ``ctx`` says who asked, for
+        the deletion history. An empty plan still finishes an interrupted deletion."""
+        return await self.deleter.execute(plan, on_progress, cancel, allow_open=allow_open, ctx=ctx)
+
+    async def history(
+        self, root: str, *, since: float | None = None, step: str | None = None
+    ) -> list[_history.RunRecord]:
+        """Deletion runs under ``root`` (a path; it may be gone from disk), newest first."""
+        return await _history.read(self.db, _normal(root), since=since, step=step)
+
+    async def forget_history(self, root: str, before: float, *, dry_run: bool) -> int:
+        return await _history.forget(self.db, _normal(root), before, dry_run=dry_run)
+
+    async def last_deletion(self, training: TrainingInfo) -> _history.LastDeletion | None:
+        """The latest run that deleted steps of a training (for the details panel)."""
+        root = await self.root_by_id(training.root_id)
+        rel = training.steps_path[len(root.path) :].strip("/") if training.steps_path else ""
+        return await _history.last_deletion(self.db, root.path, rel)
 
     async def interrupted(self) -> Interrupted | None:
         """An interrupted deletion's claimed rows, if any (reads only)."""
-        return await self.deleter.interrupted()
+        return await _history.pending(self.db)
 
     async def finish_interrupted(self) -> int:
         """Finish an interrupted deletion now (a deleting command with nothing else to do);
@@ -550,6 +600,10 @@ def _unique_names(trainings: list[TrainingInfo], root: str) -> list[TrainingInfo
             t = replace(t, name=rel or t.name)
         out.append(t)
     return out
+
+
+def _normal(path: str) -> str:
+    return os.path.realpath(os.path.abspath(os.path.expanduser(path)))
 
 
 def _training_folder(steps_parent: str) -> str:

@@ -303,6 +303,7 @@ class ExecuteResult:
     seconds: float = 0.0
     freed_disk_bytes: int = 0  # allocated bytes given back (st_blocks x 512)
     recovered: int = 0  # files of an interrupted earlier deletion finished first
+    run_id: int | None = None  # its record in the deletion history
 
     @property
     def deleted(self) -> tuple[ItemResult, ...]:

@@ -176,6 +176,8 @@ async def _upgrade_from_1(conn: AsyncConnection) -> None:
     await conn.execute(
         text(f"ALTER TABLE files ADD COLUMN role VARCHAR(16) DEFAULT '{ROLE_ARTIFACT}'")
     )
+    await conn.execute(text("ALTER TABLE files ADD COLUMN claimed_at FLOAT"))
+    await conn.execute(text("ALTER TABLE files ADD COLUMN claimed_by INTEGER"))
     await conn.execute(text("UPDATE roots SET scanned_at = NULL"))
     await conn.execute(
         update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))

@@ -103,8 +103,56 @@ class FileRow(Base):
     meta: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="active")
     claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # set with deleting
+    claimed_by: Mapped[int | None] = mapped_column(Integer, nullable=True)  # deletion_runs.id
     role: Mapped[str] = mapped_column(
         String(16), default=ROLE_ARTIFACT, server_default=ROLE_ARTIFACT
     )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     step: Mapped[Step] = relationship(back_populates="files")
+
+
+class DeletionRun(Base):
+    """One deletion run: who, when, what was asked and what it freed (``history``)."""
+
+    __tablename__ = "deletion_runs"
+    __table_args__ = (Index("ix_runs_root_started", "root", "started_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root: Mapped[str] = mapped_column(Text)  # absolute; kept when the root leaves the index
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    user: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    face: Mapped[str] = mapped_column(String(16))  # "cli", "tui" or "api"
+    command: Mapped[str] = mapped_column(Text)
+    rules: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    planned_files: Mapped[int] = mapped_column(Integer, default=0)
+    planned_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    planned_disk_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    freed_files: Mapped[int] = mapped_column(Integer, default=0)
+    freed_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    freed_disk_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    dirs_removed: Mapped[int] = mapped_column(Integer, default=0)
+    # running -> finished | cancelled | stopped | failed; interrupted (finished_by run N)
+    outcome: Mapped[str] = mapped_column(String(16))
+    finished_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    steps: Mapped[list[DeletionStep]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class DeletionStep(Base):
+    """What one run did to one step folder."""
+
+    __tablename__ = "deletion_steps"
+    __table_args__ = (Index("ix_deletion_steps_path", "path"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("deletion_runs.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)  # relative to the run's root
+    files_planned: Mapped[int] = mapped_column(Integer, default=0)
+    files_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    freed_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    freed_disk_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    result: Mapped[str] = mapped_column(Text)
+    errors: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
+    run: Mapped[DeletionRun] = relationship(back_populates="steps")
