@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ckpt_tui.history import RunContext
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.types import DeleteProgress, ExecuteResult, ItemResult, Outcome, Plan, PlannedFile
 
@@ -101,6 +102,7 @@ class DeletionRun:
             on_progress=self.on_progress,
             cancel=self.cancel_event,
             allow_open=self.allow_open,
+            ctx=RunContext(face="tui", command="TUI"),
         )
         return self.result
 
