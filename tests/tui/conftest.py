@@ -42,12 +42,24 @@ async def service(demo: DemoTree) -> AsyncIterator[CheckpointService]:
     await svc.close()
 
 
-async def settle(app: CkptApp, pilot: Any) -> None:
-    """Wait until every worker the app started (and the repaints they cause) are done."""
-    for _ in range(3):
+def _busy(app: CkptApp) -> bool:
+    return any(w.is_running or w.state.name == "PENDING" for w in app.workers)
+
+
+async def settle(app: CkptApp, pilot: Any, timeout: float = 30.0) -> None:
+    """Wait, with a deadline, until no worker of the app is pending or running across a
+    processed message round (a worker's result can start another), and its repaint is done."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 2:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for the app to settle")
         await pilot.pause()
-        await app.workers.wait_for_complete()
-    await pilot.pause()
+        if _busy(app):
+            quiet = 0
+            await app.workers.wait_for_complete()
+        else:
+            quiet += 1
 
 
 async def until(

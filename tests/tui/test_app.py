@@ -441,7 +441,13 @@ async def test_open_file_needs_a_second_confirmation(
         stdin=subprocess.PIPE,
     )
     try:
-        time.sleep(0.5)  # let it open the file
+        deadline = time.monotonic() + 10
+        while not any(  # until it holds the file open (its fd table says so)
+            os.path.realpath(f"/proc/{holder.pid}/fd/{fd}") == str(held)
+            for fd in os.listdir(f"/proc/{holder.pid}/fd")
+        ):
+            assert time.monotonic() < deadline, "the holder never opened the file"
+            time.sleep(0.01)
         app = make_app(demo, service)
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot)
