@@ -86,26 +86,40 @@ async def test_mount_point_inside_the_root_is_refused(tmp_path: Path, victim: Vi
 
 
 def test_fifo_and_leaf_symlink_in_a_step(tmp_path: Path, victim: Victim) -> None:
-    """Never followed, never opened (no hang: the subprocess timeout), link removed as a link."""
+    """Never followed, never opened (no hang: the subprocess timeout), link removed as a link.
+
+    A symlink beside the layer folders is a foreign file of the step: kept and named until
+    the user asks for foreign files too (``--include-foreign``); then it goes as a link."""
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"
     tree = build_tree(root, trainings=1, steps=(100, 200), layers=1)
     step = step_dir(root, "train_000", 100)
     os.mkfifo(step / "layer_0" / "pipe.safetensors")
-    (step / "link.safetensors").symlink_to(victim.path / "checkpoint.safetensors")
-    real_size = tree.files_of("train_000", 100)[0].stat().st_size
+    link = step / "link.safetensors"
+    link.symlink_to(victim.path / "checkpoint.safetensors")
+    real = tree.files_of("train_000", 100)[0]
+    real_size = real.stat().st_size
     assert run_cli("scan", root, "--db", db, timeout=30).returncode == 0
     proc = run_cli("prune", root, "--keep", "1", "--yes", "--json", "--db", db, "--force",
                    timeout=30)
     assert proc.returncode == 0, proc.stderr
     victim.assert_intact()
     out = json.loads(proc.stdout)
-    assert not (step / "link.safetensors").is_symlink()
-    assert (step / "layer_0" / "pipe.safetensors").exists()  # a FIFO is never deleted
-    # The link went as a link: the victim's bytes are not counted as freed.
-    sizes = {d["path"]: d["size_bytes"] for d in out["deleted"]}
-    assert sizes[str(step / "link.safetensors")] == 0
+    assert [d["path"] for d in out["deleted"]] == [str(real)]
     assert out["freed_bytes"] == real_size
-    assert (step / "layer_0").is_dir()  # holds the FIFO, so the climb stopped there
+    assert [f["path"] for f in out["foreign"]] == [str(link)] and link.is_symlink()
+    fifo = step / "layer_0" / "pipe.safetensors"
+    assert [p["path"] for p in out["protected"]] == [str(fifo)]
+    assert fifo.exists()  # a FIFO is never deleted
+    proc = run_cli("prune", root, "--keep", "1", "--yes", "--json", "--db", db, "--force",
+                   "--include-foreign", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    victim.assert_intact()
+    out = json.loads(proc.stdout)
+    assert not link.is_symlink() and not link.exists()
+    # The link went as a link: the victim's bytes are not counted as freed.
+    assert {d["path"]: d["size_bytes"] for d in out["deleted"]} == {str(link): 0}
+    assert out["freed_bytes"] == 0
+    assert fifo.exists() and (step / "layer_0").is_dir()  # the FIFO stopped the climb
 
 
 def test_hard_link_to_a_file_outside_the_root(tmp_path: Path, victim: Victim) -> None:
