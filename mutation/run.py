@@ -83,7 +83,7 @@ def sh(cmd: list[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[s
     return subprocess.run(cmd, cwd=cwd, text=True, **kw)  # type: ignore[call-overload]
 
 
-def prepare_copy(module: str, workdir: Path, worktree: bool) -> tuple[Path, str]:
+def prepare_copy(module: str, workdir: Path, worktree: bool) -> tuple[Path, str, list[str]]:
     dest = workdir / module
     if dest.exists():
         shutil.rmtree(dest)
@@ -113,11 +113,24 @@ def prepare_copy(module: str, workdir: Path, worktree: bool) -> tuple[Path, str]
     conf["source_paths"] = ["ckpt_tui"]
     conf["only_mutate"] = [f"ckpt_tui/{module}.py"]
     conf["pytest_add_cli_args_test_selection"] = tests
+    # mutmut needs a green selection: a test already failing on this commit (someone's work
+    # in progress) is deselected and named in the report, not silently dropped.
+    failing = failing_tests(dest, tests, list(base.get("pytest_add_cli_args", [])))
+    for nodeid in failing:
+        conf["pytest_add_cli_args"] = [*conf.get("pytest_add_cli_args", []), "--deselect",
+                                       nodeid]
     lines = ["", "[tool.mutmut]"]
     for k, v in conf.items():
         lines.append(f"{k} = {json.dumps(v)}")
     py.write_text(text.rstrip() + "\n" + "\n".join(lines) + "\n")
-    return dest, commit
+    return dest, commit, failing
+
+
+def failing_tests(dest: Path, tests: list[str], extra: list[str]) -> list[str]:
+    proc = sh([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider",
+               *[a for a in extra if a != "-x"], *tests], dest, capture_output=True)
+    return sorted({ln.split()[1] for ln in proc.stdout.splitlines()
+                   if ln.startswith("FAILED ")})
 
 
 def sample_patterns(module: str, every: int, seed: int) -> list[str]:
@@ -133,7 +146,7 @@ def show(dest: Path, name: str) -> str:
 
 
 def run_module(module: str, args: argparse.Namespace) -> dict[str, object]:
-    dest, commit = prepare_copy(module, Path(args.workdir), args.worktree)
+    dest, commit, failing = prepare_copy(module, Path(args.workdir), args.worktree)
     cmd = ["mutmut", "run", "--max-children", str(args.max_children)]
     if args.sample:
         cmd += sample_patterns(module, args.sample, args.seed)
@@ -154,7 +167,8 @@ def run_module(module: str, args: argparse.Namespace) -> dict[str, object]:
     survivors = {k: show(dest, k) for k, s in sorted(statuses.items()) if s == "survived"}
     return {"module": module, "commit": commit, "date": dt.date.today().isoformat(),
             "sample": args.sample or None, "seconds": round(seconds),
-            "tests": MODULE_TESTS[module], "counts": dict(collections.Counter(statuses.values())),
+            "tests": MODULE_TESTS[module], "deselected_failing": failing,
+            "counts": dict(collections.Counter(statuses.values())),
             "survivors": survivors, "mutmut_exit": proc.returncode}
 
 
@@ -193,6 +207,9 @@ def render(explained: dict[str, str]) -> tuple[str, int]:
     for r in results:
         lines += ["", f"## {r['module']}", "",
                   f"Tests: {', '.join('`' + t + '`' for t in r['tests'])}.", ""]
+        if r.get("deselected_failing"):
+            lines += ["Deselected, failing on this commit before any mutation: "
+                      + ", ".join(f"`{t}`" for t in r["deselected_failing"]) + ".", ""]
         if not r["survivors"]:
             lines.append("No surviving mutants.")
             continue
@@ -227,10 +244,11 @@ def main() -> int:
         for module in args.modules or MODULES:
             print(f"mutating ckpt_tui/{module}.py ...", flush=True)
             result = run_module(module, args)
-            if not args.sample:  # a sample never overwrites a full result
-                (RESULTS / f"{module}.json").write_text(json.dumps(result, indent=1) + "\n")
-            else:
-                (Path(args.workdir) / f"{module}.sample.json").write_text(json.dumps(result))
+            out = RESULTS / f"{module}.json"
+            full_before = out.exists() and not json.loads(out.read_text()).get("sample")
+            if args.sample and full_before:  # a sample never overwrites a full result
+                out = Path(args.workdir) / f"{module}.sample.json"
+            out.write_text(json.dumps(result, indent=1) + "\n")
             c = result["counts"]
             print(f"  {module}: {c} in {result['seconds']} s", flush=True)
             if args.sample:
@@ -240,9 +258,8 @@ def main() -> int:
                 if bad and args.strict:
                     return 1
     text, unexplained = render(explained)
-    if not args.sample:
-        REPORT.write_text(text)
-        print(f"wrote {REPORT.relative_to(REPO)}: {unexplained} unexplained survivors")
+    REPORT.write_text(text)
+    print(f"wrote {REPORT.relative_to(REPO)}: {unexplained} unexplained survivors")
     return 1 if args.strict and unexplained else 0
 
 
