@@ -31,6 +31,7 @@ class _RootOrCommand(click.Group):
     """``ckpt-tui [OPTIONS] [ROOT]`` opens the TUI; ``ckpt-tui scan ...`` runs a command."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["ckpt_args"] = list(args)  # the command line, for the deletion history
         takes_value = {"--db"}  # the group's only option that takes a separate value
         i = 0
         while i < len(args):

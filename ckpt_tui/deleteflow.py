@@ -49,7 +49,8 @@ async def delete_flow(
         db, protection=Protection(recent_seconds=recent)
     ) as svc:
         info = await svc.indexed_root(root)
-        ctx = RunContext("cli", shlex.join(["ckpt-tui", *sys.argv[1:]]), rules)
+        args = click.get_current_context().meta.get("ckpt_args", sys.argv[1:])
+        ctx = RunContext("cli", shlex.join(["ckpt-tui", *args]), rules)
         plan = await make(svc, info.id, False)
         pending = await svc.interrupted()
         interactive = sys.stdin.isatty() and sys.stdout.isatty()

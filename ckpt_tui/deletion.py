@@ -235,6 +235,7 @@ class Deleter:
         *,
         record: dict[int, int] | None = None,
         foreign_steps: set[int] | None = None,
+        recovering: bool = False,
     ) -> str | None:
         """Unlink one claimed batch in a thread, then finish it in the index; ``record``
         maps each step to the history run its result is written to."""
@@ -353,7 +354,13 @@ class Deleter:
         rows: list[dict[str, object]] = []
         for run_id, steps in _group(batch, record or {}).items():
             rows += history.step_rows(
-                run_id, root.path, steps, batch_results, removed_steps, foreign_steps or set()
+                run_id,
+                root.path,
+                steps,
+                batch_results,
+                removed_steps,
+                foreign_steps or set(),
+                credit_gone=recovering,
             )
         await self._finish(root, batch, batch_results, claimed, removed_steps, rows)
         return stopped
@@ -520,7 +527,15 @@ class Deleter:
             claimed = {f.file_id for s in batch for f in s.files}
             record = {sid: int(str(rs[0][14])) for sid, rs in steps.items() if _is_int(rs[0][14])}
             await self._run_batch(
-                root, batch, claimed, {}, run, None, threading.Event(), record=record
+                root,
+                batch,
+                claimed,
+                {},
+                run,
+                None,
+                threading.Event(),
+                record=record,
+                recovering=True,
             )
             if unsafe:
                 async with self.db.sessions() as session, session.begin():

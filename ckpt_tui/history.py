@@ -159,8 +159,14 @@ def step_rows(
     results: Iterable[ItemResult],
     removed_steps: set[int],
     foreign_steps: set[int],
+    *,
+    credit_gone: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per step of a finished batch, with the result a person would want to read."""
+    """One row per step of a finished batch, with the result a person would want to read.
+
+    ``credit_gone``: finishing an interrupted run, whose process unlinked files and died
+    before recording them: files already gone are counted as that run's, with the bytes
+    its plan promised (the claim shows it was the one deleting them)."""
     by_step: dict[int, list[ItemResult]] = defaultdict(list)
     for r in results:
         by_step[r.step_id].append(r)
@@ -174,6 +180,19 @@ def step_rows(
             if r.outcome == Outcome.FAILED
         ]
         deleted = n[Outcome.DELETED]
+        freed = sum(r.freed_bytes for r in items)
+        freed_disk = sum(r.freed_disk_bytes for r in items)
+        if credit_gone:
+            planned = {f.file_id: f for f in s.files}
+            gone = [
+                planned[r.file_id]
+                for r in items
+                if r.outcome == Outcome.ALREADY_GONE and r.file_id in planned
+            ]
+            deleted += len(gone)
+            freed += sum(f.freed_bytes for f in gone)
+            freed_disk += sum(f.freed_disk_bytes for f in gone)
+            n[Outcome.DELETED] = deleted
         if errors:
             result = "partly deleted"
         elif n[Outcome.CHANGED]:
@@ -192,8 +211,8 @@ def step_rows(
                 "path": _rel(root, s.path),
                 "files_planned": len(s.files),
                 "files_deleted": deleted,
-                "freed_bytes": sum(r.freed_bytes for r in items),
-                "freed_disk_bytes": sum(r.freed_disk_bytes for r in items),
+                "freed_bytes": freed,
+                "freed_disk_bytes": freed_disk,
                 "result": result,
                 "errors": errors or None,
             }
