@@ -8,6 +8,7 @@ rules, the newest-step protection and the browser must agree on which step is th
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -118,7 +119,8 @@ def assess(
 
 
 def _as_int(v: object) -> int:
-    return int(v) if isinstance(v, int | float) else 0
+    """An aggregate as an int (PostgreSQL's SUM is a Decimal; NULL is 0)."""
+    return int(v) if isinstance(v, int | float | Decimal) else 0
 
 
 async def load_pins(session: AsyncSession) -> set[str]:
