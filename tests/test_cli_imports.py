@@ -85,11 +85,6 @@ def test_reading_commands_do_not_import_the_tui(
     assert offenders(names, NOT_FOR_READING) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ckpt_tui/service.py imports deletion and planning at its top and builds a Deleter "
-    "and a Planner in __init__: they should load on first use (then remove this marker)",
-)
 def test_ls_does_not_import_deletion_or_planning(small_root: Path, tmp_path: Path) -> None:
     db = str(tmp_path / "index.sqlite3")
     assert offenders(imported("scan", str(small_root), "--db", db), NOT_FOR_LISTING) == []
