@@ -266,6 +266,7 @@ def result_json(result: ExecuteResult | None, plan: Plan | None = None) -> dict[
             "skipped": [],
             "already_gone": [],
             "changed": [],
+            "appeared": [],
             "freed_bytes": 0,
             "freed_disk_bytes": 0,
             "removed_dirs": [],
@@ -281,6 +282,7 @@ def result_json(result: ExecuteResult | None, plan: Plan | None = None) -> dict[
         ],
         "already_gone": [{"path": r.path} for r in result.already_gone],
         "changed": [{"path": r.path, "error": r.error} for r in result.changed],
+        "appeared": [{"path": p} for p in result.appeared],
         "failed": [
             {"path": r.path, "error": r.error or r.outcome.value}
             for r in result.results
@@ -315,6 +317,10 @@ def print_result(result: ExecuteResult) -> None:
         click.echo(f"changed {r.path}: left alone ({r.error})", err=True)
     if len(result.changed) > SHOW_PATHS:
         click.echo(f"changed ... and {len(result.changed) - SHOW_PATHS} more", err=True)
+    for p in result.appeared[:SHOW_PATHS]:
+        click.echo(f"appeared {p}: written since the scan; left alone", err=True)
+    if len(result.appeared) > SHOW_PATHS:
+        click.echo(f"appeared ... and {len(result.appeared) - SHOW_PATHS} more", err=True)
     if result.already_gone:
         click.echo(f"already gone: {len(result.already_gone)} files (their rows were dropped)")
     if result.stopped:

@@ -80,6 +80,7 @@ class _Run:
     removed_steps: list[int] = field(default_factory=list)
     freed: int = 0
     freed_disk: int = 0
+    appeared: list[str] = field(default_factory=list)
 
 
 class Deleter:
@@ -106,6 +107,7 @@ class Deleter:
         root = await self._root_handle(plan.root_id, plan.root)
         recovered = 0
         foreign_steps = {f.step_id for f in plan.foreign}
+        known = _known_files(plan)
         async with deletion_claim(self.db):
             with deletion_lock(self.db):
                 run_id = await history.start(self.db, plan, ctx or history.RunContext())
@@ -128,6 +130,7 @@ class Deleter:
                             cancel,
                             record={s.step_id: run_id for s in batch},
                             foreign_steps=foreign_steps,
+                            known=known,
                         )
                         if stopped:
                             break
@@ -159,6 +162,7 @@ class Deleter:
             seconds=time.perf_counter() - t0,
             freed_disk_bytes=run.freed_disk,
             recovered=recovered,
+            appeared=tuple(run.appeared),
             run_id=run_id,
         )
         await history.finish(self.db, run_id, result, history.outcome_of(result))
@@ -236,6 +240,7 @@ class Deleter:
         record: dict[int, int] | None = None,
         foreign_steps: set[int] | None = None,
         recovering: bool = False,
+        known: dict[int, set[str]] | None = None,
     ) -> str | None:
         """Unlink one claimed batch in a thread, then finish it in the index; ``record``
         maps each step to the history run its result is written to."""
@@ -351,6 +356,8 @@ class Deleter:
         deliver(pending)  # what the thread had not handed over yet, in order
         pending.clear()
         await asyncio.sleep(0)  # and let its last bundle run
+        if not stopped and known is not None:
+            run.appeared += await asyncio.to_thread(_appeared, root, batch, removed_steps, known)
         rows: list[dict[str, object]] = []
         for run_id, steps in _group(batch, record or {}).items():
             rows += history.step_rows(
@@ -547,6 +554,40 @@ class Deleter:
             done += len(claimed)
             log.info("finished %d interrupted deletions under %s", len(claimed), root.path)
         return done
+
+
+def _known_files(plan: Plan) -> dict[int, set[str]]:
+    """Per step whose every indexed file is planned or listed as foreign: those paths. What
+    else is left in such a step folder after the run appeared since the scan."""
+    foreign: dict[int, set[str]] = {}
+    for f in plan.foreign:
+        foreign.setdefault(f.step_id, set()).add(f.path)
+    out: dict[int, set[str]] = {}
+    for s in plan.steps:
+        paths = {os.path.join(plan.root, *f.relparts) for f in s.files} | foreign.get(
+            s.step_id, set()
+        )
+        if len(paths) >= s.indexed_files:
+            out[s.step_id] = paths
+    return out
+
+
+def _appeared(
+    root: fs.RootHandle,
+    batch: list[PlannedStep],
+    removed: set[int],
+    known: dict[int, set[str]],
+) -> list[str]:
+    """Files left in the batch's step folders that the index never knew (blocking)."""
+    out: list[str] = []
+    for s in batch:
+        if s.step_id in removed or s.step_id not in known:
+            continue
+        for parts in fs.list_files(root, s.relparts):
+            path = os.path.join(root.path, *parts)
+            if path not in known[s.step_id]:
+                out.append(path)
+    return out
 
 
 def _group(batch: list[PlannedStep], record: dict[int, int]) -> dict[int, list[PlannedStep]]:

@@ -340,3 +340,39 @@ def remove_empty_dirs(root: RootHandle, dirs: list[tuple[str, ...]]) -> list[str
             log.info("deleted emptied training directory %s", path)
             removed.append(path)
     return removed
+
+
+MAX_LISTED = 1000  # files listed in one step folder after a run (a report, not a walk)
+
+
+def list_files(root: RootHandle, step_parts: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Components (from the root) of the non-directory entries left in a step folder, found
+    through dir fds without following symlinks; empty when the folder is gone. Bounded."""
+    out: list[tuple[str, ...]] = []
+    try:
+        with open_root(root) as root_fd:
+            opened: list[int] = []
+            try:
+                fd = root_fd
+                for name in step_parts:
+                    fd = open_dir_at(fd, name, root.dev)
+                    opened.append(fd)
+                stack: list[tuple[int, tuple[str, ...]]] = [(fd, step_parts)]
+                while stack and len(out) < MAX_LISTED:
+                    dfd, parts = stack.pop()
+                    with os.scandir(dfd) as it:
+                        entries = list(it)
+                    for e in entries:
+                        if e.is_dir(follow_symlinks=False):
+                            if len(parts) - len(step_parts) < MAX_SWEEP_DEPTH:
+                                child = open_dir_at(dfd, e.name, root.dev)
+                                opened.append(child)
+                                stack.append((child, (*parts, e.name)))
+                        else:
+                            out.append((*parts, e.name))
+            finally:
+                for o in reversed(opened):
+                    os.close(o)
+    except OSError:
+        return out  # gone or unreadable: nothing more to report
+    return out

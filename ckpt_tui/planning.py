@@ -600,6 +600,7 @@ class Planner:
                     relparts=layout.validate_step_record(step_rel) or (),
                     files=tuple(files),
                     whole=sf is not None and len(files) == sf.files,
+                    indexed_files=sf.files if sf is not None else len(files),
                 )
             )
         steps.sort(key=lambda s: (s.training, s.step, s.path))

@@ -8,9 +8,9 @@ rules, the newest-step protection and the browser must agree on which step is th
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession

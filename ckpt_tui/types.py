@@ -182,6 +182,7 @@ class PlannedStep:
     relparts: tuple[str, ...]  # step directory components from the root
     files: tuple[PlannedFile, ...]
     whole: bool  # every file of the step is planned (so the step directory should go)
+    indexed_files: int = 0  # rows the step has in the index (planned, foreign or neither)
 
     @property
     def size_bytes(self) -> int:
@@ -304,6 +305,7 @@ class ExecuteResult:
     freed_disk_bytes: int = 0  # allocated bytes given back (st_blocks x 512)
     recovered: int = 0  # files of an interrupted earlier deletion finished first
     run_id: int | None = None  # its record in the deletion history
+    appeared: tuple[str, ...] = ()  # files found in planned steps that the scan never saw
 
     @property
     def deleted(self) -> tuple[ItemResult, ...]:

@@ -138,8 +138,6 @@ async def test_file_that_appeared_in_a_step_since_the_scan_is_kept(tmp_path: Pat
     assert sorted(p.name for p in (ck / "checkpoint_100").iterdir()) == [LAYERS[1], "notes.txt"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: promise 1 says a file that appeared since the "
-                   "scan is *reported*; today it is kept silently (no output names it)")
 def test_file_that_appeared_in_a_step_since_the_scan_is_reported(tmp_path: Path) -> None:
     from tests.reliability.conftest import run_cli
 
