@@ -90,6 +90,7 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         self._last_scan_reload = 0.0
         self._ticker: Timer | None = None
         self._cursor_placed = False
+        self._details_node: Node | None = None  # what the details panel shows
         self._details_choice: bool | None = None  # v: the user's say over the automatic one
         self.note = ""
         self.marks.watch(lambda _steps: self._marks_changed())
@@ -129,6 +130,7 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         self.query_one(ProgressPanel).display = False
         self.query_one("#filter", Input).display = False
         self.ckpt_tree.focus()
+        self.watch(self.ckpt_tree, "cursor", self._cursor_moved, init=False)
         self._place_details(self.size.width)
         self.refresh_status()
         self.set_interval(DISK_POLL_SECONDS, self.refresh_disk)
@@ -192,15 +194,17 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
 
     # details ----------------------------------------------------------------------------
 
-    @on(CheckpointTree.Highlighted)
-    def _highlighted(self) -> None:
-        self.update_details()
+    def _cursor_moved(self) -> None:
+        node = self.ckpt_tree.node
+        if node is not self._details_node:
+            self.update_details()
 
     def update_details(self) -> None:
         panel = self.query_one(DetailsPanel)
         if not panel.display:
             return
         node = self.ckpt_tree.node
+        self._details_node = node
         panel.show(node, self.marks)
         if node is not None and node.kind == Kind.FILE and self.svc is not None:
             self._load_details(node)

@@ -74,14 +74,9 @@ class CheckpointTree(ScrollView, can_focus=True):
         "ckpt-tree--file",
     }
 
+    # The one highlight path: whoever shows the highlighted row watches this reactive (its
+    # watchers run in the same frame as the move, so the details repaint with the cursor).
     cursor: reactive[int] = reactive(0, always_update=True, repaint=False)
-
-    class Highlighted(Message):
-        """The cursor moved to another row (the one path the details panel follows)."""
-
-        def __init__(self, node: Node) -> None:
-            super().__init__()
-            self.node = node
 
     class ExpandRequested(Message):
         """A row needs its children loaded before it can expand."""
@@ -152,10 +147,7 @@ class CheckpointTree(ScrollView, can_focus=True):
         self._refresh_row(old)
         self._refresh_row(new)
         self.scroll_to_region(Region(0, new, 1, 1), animate=False, force=True, x_axis=False)
-        node = self.node
-        if node is not None and node is not self._last_highlighted:
-            self._last_highlighted = node
-            self.post_message(self.Highlighted(node))
+        self._last_highlighted = self.node
 
     def _refresh_row(self, row: int) -> None:
         y = row - self.scroll_offset.y
