@@ -327,7 +327,10 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
             result = None
         finally:
             self.scanning = False
-            self.query_one(ProgressPanel).stop()
+            for panel in self.query(ProgressPanel):  # none when the app is closing
+                panel.stop()
+        if not self.query(ProgressPanel):
+            return
         self.workers.cancel_group(self, "reload")
         await self.reload()
         if result is not None:

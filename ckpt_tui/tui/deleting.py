@@ -138,10 +138,13 @@ class DeleteActions(App[int]):
             self.notify(str(err), title="Deletion stopped", severity="error")
             result = None
         finally:
-            self.flush_deletion(run)
             self.deletion = None
-            self.query_one(ProgressPanel).stop()
-            self.refresh_bindings()
+            if self.query(ProgressPanel):  # none when the app is closing
+                self.flush_deletion(run)
+                self.query_one(ProgressPanel).stop()
+                self.refresh_bindings()
+        if not self.query(ProgressPanel):
+            return
         if result is not None:
             for item in result.failed:  # also the ones refused before any unlink
                 self.model.apply_error(item.step_id, item.file_id, item.error or item.outcome)
