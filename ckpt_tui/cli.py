@@ -32,7 +32,7 @@ class _RootOrCommand(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["ckpt_args"] = list(args)  # the command line, for the deletion history
-        takes_value = {"--db"}  # the group's only option that takes a separate value
+        takes_value = {"--db", "--mistudio"}  # the group's options that take a value
         i = 0
         while i < len(args):
             a = args[i]
@@ -81,6 +81,28 @@ db_option = click.option(
     "in your user data directory).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+mistudio_option = click.option(
+    "--mistudio",
+    "mistudio",
+    metavar="URL",
+    default=None,
+    envvar="CKPT_TUI_MISTUDIO_URL",
+    show_envvar=True,
+    help="miStudio's database (its DATABASE_URL: postgresql+asyncpg://user:pass@host:port/db): "
+    "show each training's status and each step's rows, best flag and loss; protect active "
+    "trainings and the best step; delete a step's checkpoint rows once its files are gone.",
+)
+stale_option = click.option(
+    "--stale-records",
+    is_flag=True,
+    help="With --mistudio: also delete miStudio checkpoint rows whose file is already gone "
+    "(listed by the dry run).",
+)
+
+
+def _stale_needs_mistudio(stale_records: bool, mistudio: str | None) -> None:
+    if stale_records and not mistudio:
+        raise TargetError("--stale-records needs --mistudio URL (miStudio's database)")
 
 
 protect_options = [
@@ -147,10 +169,17 @@ def _add(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     "--si", is_flag=True, help="Decimal units (1 kB = 1000 B) instead of binary (1 KiB = 1024 B)."
 )
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
+@mistudio_option
 @click.version_option(__version__, prog_name="ckpt-tui")
 @click.pass_context
 def main(
-    ctx: click.Context, db: str | None, demo: bool, read_only: bool, si: bool, verbose: int
+    ctx: click.Context,
+    db: str | None,
+    demo: bool,
+    read_only: bool,
+    si: bool,
+    verbose: int,
+    mistudio: str | None,
 ) -> None:
     """Browse checkpoints under ROOT (default: the current directory) and delete safely.
 
@@ -173,10 +202,17 @@ def main(
     if ctx.invoked_subcommand is not None:
         return
     root = ctx.meta.get("ckpt_root")
-    _guard(_open_tui)(root, db, demo, read_only, si)
+    _guard(_open_tui)(root, db, demo, read_only, si, mistudio)
 
 
-def _open_tui(root: str | None, db: str | None, demo: bool, read_only: bool, si: bool) -> int:
+def _open_tui(
+    root: str | None,
+    db: str | None,
+    demo: bool,
+    read_only: bool,
+    si: bool,
+    mistudio: str | None = None,
+) -> int:
     if demo:
         from ckpt_tui.demo import build_demo
 
@@ -187,23 +223,40 @@ def _open_tui(root: str | None, db: str | None, demo: bool, read_only: bool, si:
     root = os.path.abspath(root or os.getcwd())
     from ckpt_tui.tui import run_tui
 
-    return run_tui(root, db, read_only=read_only, si=si)
+    if not mistudio:
+        return run_tui(root, db, read_only=read_only, si=si)
+    from ckpt_tui.service import CheckpointService
+
+    # the app opens its own service: it takes the miStudio database from here
+    CheckpointService.default_mistudio = mistudio
+    try:
+        return run_tui(root, db, read_only=read_only, si=si)
+    finally:
+        CheckpointService.default_mistudio = None
 
 
 @main.command()
 @click.argument("root", type=click.Path(file_okay=True, dir_okay=True))
 @db_option
 @json_option
+@mistudio_option
 @_guard
-def scan(root: str, db: str | None, as_json: bool) -> int:
+def scan(root: str, db: str | None, as_json: bool, mistudio: str | None) -> int:
     """Index ROOT (incremental: unchanged files are not read again)."""
     import json
 
-    from ckpt_tui.clifmt import Progress, print_interrupted, print_scan
+    from ckpt_tui.clifmt import (
+        Progress,
+        mistudio_summary_json,
+        print_interrupted,
+        print_mistudio_pending,
+        print_mistudio_summary,
+        print_scan,
+    )
     from ckpt_tui.service import CheckpointService
 
     async def go() -> int:
-        async with await CheckpointService.open(db) as svc:
+        async with await CheckpointService.open(db, mistudio=mistudio or "") as svc:
             progress = Progress.for_scan(enabled=not as_json)
             result = await svc.scan(root, progress.on_scan if progress else None)
             if progress:
@@ -211,6 +264,10 @@ def scan(root: str, db: str | None, as_json: bool) -> int:
             pending = await svc.interrupted()
             if pending is not None:
                 print_interrupted(pending, finishing=False)
+            mi_pending = await svc.mistudio_pending()
+            if mi_pending is not None:
+                print_mistudio_pending(mi_pending, finishing=False)
+            summary = await svc.mistudio_summary(result.root_id)
             if as_json:
                 click.echo(
                     json.dumps(
@@ -225,11 +282,14 @@ def scan(root: str, db: str | None, as_json: bool) -> int:
                             "removed_files": result.removed_files,
                             "seconds": round(result.seconds, 3),
                             "notes": list(result.notes),
+                            "mistudio": mistudio_summary_json(summary) if summary else None,
                         }
                     )
                 )
             else:
                 print_scan(result)
+                if summary is not None:
+                    print_mistudio_summary(summary)
             return 0
 
     return _run(go())
@@ -253,35 +313,50 @@ def scan(root: str, db: str | None, as_json: bool) -> int:
     default=None,
     help="Output format: table (default), json, ncdu (open with `ncdu -f FILE`) or csv.",
 )
+@mistudio_option
 @_guard
 def ls_cmd(
-    root: str, db: str | None, trainings: tuple[str, ...], as_json: bool, fmt: str | None
+    root: str,
+    db: str | None,
+    trainings: tuple[str, ...],
+    as_json: bool,
+    fmt: str | None,
+    mistudio: str | None,
 ) -> int:
     """List trainings, steps and files of ROOT (scanning it first if it is not indexed)."""
     import json
+    from dataclasses import replace
 
     from ckpt_tui import export
-    from ckpt_tui.clifmt import print_interrupted, print_tree, tree_json
+    from ckpt_tui.clifmt import print_interrupted, print_mistudio_pending, print_tree, tree_json
     from ckpt_tui.service import CheckpointService
 
     fmt = fmt or ("json" if as_json else "table")
 
     async def go() -> int:
-        async with await CheckpointService.open(db) as svc:
+        async with await CheckpointService.open(db, mistudio=mistudio or "") as svc:
             info = await svc.indexed_root(root)
             pending = await svc.interrupted()
             if pending is not None:
                 print_interrupted(pending, finishing=False)
+            mi_pending = await svc.mistudio_pending()
+            if mi_pending is not None:
+                print_mistudio_pending(mi_pending, finishing=False)
             ids = await svc.resolve_trainings(info.id, trainings) if trainings else None
             tree = await svc.tree(info.id, training_ids=ids)
+            summary = await svc.mistudio_summary(info.id)
+            if summary is not None and trainings:  # only the trainings asked for
+                summary = replace(summary, stale_only=())
+            if svc.mistudio_problem is not None:
+                raise TargetError(svc.mistudio_problem)
             if fmt == "json":
-                click.echo(json.dumps(tree_json(info.path, tree)))
+                click.echo(json.dumps(tree_json(info.path, tree, summary)))
             elif fmt == "ncdu":
                 click.echo(json.dumps(export.ncdu(info.path, tree)))
             elif fmt == "csv":
                 click.echo(export.to_csv(tree), nl=False)
             else:
-                print_tree(info.path, tree)
+                print_tree(info.path, tree, summary)
             return 0
 
     return _run(go())
@@ -335,6 +410,8 @@ def ls_cmd(
 @json_option
 @db_option
 @_add(protect_options)
+@mistudio_option
+@stale_option
 @_guard
 def prune(
     root: str,
@@ -351,16 +428,24 @@ def prune(
     force: bool,
     recent: str,
     include_foreign: bool,
+    mistudio: str | None,
+    stale_records: bool,
 ) -> int:
     """Delete all but the steps the rules keep. Rules count valid steps only; the newest
     valid step, pinned steps and steps that may be in progress are always kept.
 
     Rules combine as a union, and each kept step shows every reason it is kept. Empty step
     folders older than the newest valid step are removed (rmdir only).
+
+    With --mistudio, every step of an active training (pending, initializing, running,
+    paused) and its best step are kept too (--force lifts both), a step's rows go once
+    all its files are gone, and --best loss ranks by miStudio's loss when the files carry
+    no such key.
     """
     from ckpt_tui.retention import Rules, parse_best, parse_duration
 
     recent_s = _seconds(recent, "--recent")
+    _stale_needs_mistudio(stale_records, mistudio)
     try:
         rules = Rules(
             keep=keep,
@@ -383,6 +468,7 @@ def prune(
             include_open=include_open,
             include_foreign=include_foreign,
             rules=rules,
+            stale_records=stale_records,
         )
 
     from ckpt_tui.deleteflow import delete_flow
@@ -397,10 +483,21 @@ def prune(
         "force": force,
         "include_foreign": include_foreign,
         "recent": recent_s,
+        "mistudio": bool(mistudio),
+        "stale_records": stale_records,
     }
     return _run(
         delete_flow(
-            root, db, make, dry_run, yes, as_json, recent_s, explicit=False, rules=rules_used
+            root,
+            db,
+            make,
+            dry_run,
+            yes,
+            as_json,
+            recent_s,
+            explicit=False,
+            rules=rules_used,
+            mistudio=mistudio,
         )
     )
 
@@ -413,6 +510,8 @@ def prune(
 @json_option
 @db_option
 @_add(protect_options)
+@mistudio_option
+@stale_option
 @_guard
 def rm(
     root: str,
@@ -424,10 +523,17 @@ def rm(
     force: bool,
     recent: str,
     include_foreign: bool,
+    mistudio: str | None,
+    stale_records: bool,
 ) -> int:
     """Delete step folders, files in them, or whole training folders under ROOT (exactly
-    what was scanned; a training's emptied folders go after its last step)."""
+    what was scanned; a training's emptied folders go after its last step).
+
+    With --mistudio, steps of an active training and the best step are protected (--force
+    lifts both) and a step's rows go once all its files are gone; --stale-records also
+    deletes the targets' trainings' rows whose file is gone."""
     recent_s = _seconds(recent, "--recent")
+    _stale_needs_mistudio(stale_records, mistudio)
 
     async def make(svc: CheckpointService, root_id: int, include_open: bool) -> Plan:
         return await svc.plan_targets(
@@ -436,6 +542,7 @@ def rm(
             force=force,
             include_open=include_open,
             include_foreign=include_foreign,
+            stale_records=stale_records,
         )
 
     from ckpt_tui.deleteflow import delete_flow
@@ -445,10 +552,21 @@ def rm(
         "force": force,
         "include_foreign": include_foreign,
         "recent": recent_s,
+        "mistudio": bool(mistudio),
+        "stale_records": stale_records,
     }
     return _run(
         delete_flow(
-            root, db, make, dry_run, yes, as_json, recent_s, explicit=True, rules=rules_used
+            root,
+            db,
+            make,
+            dry_run,
+            yes,
+            as_json,
+            recent_s,
+            explicit=True,
+            rules=rules_used,
+            mistudio=mistudio,
         )
     )
 

@@ -13,6 +13,10 @@ from ckpt_tui.types import (
     DeleteProgress,
     ExecuteResult,
     Interrupted,
+    MiStudioPending,
+    MiStudioStep,
+    MiStudioSummary,
+    MiStudioTraining,
     Outcome,
     Plan,
     ScanProgress,
@@ -47,9 +51,50 @@ def _table(rows: list[list[str]], right: set[int]) -> None:
         click.echo("  ".join(cells).rstrip())
 
 
-def tree_json(root: str, tree: list[TrainingTree]) -> dict[str, Any]:
+def _mi_training(m: MiStudioTraining | None) -> dict[str, Any] | None:
+    return None if m is None else {"training_id": m.training_id, "status": m.status}
+
+
+def _mi_step(m: MiStudioStep | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {"rows": m.rows, "is_best": m.is_best, "loss": m.loss, "l0_sparsity": m.l0_sparsity}
+
+
+def mistudio_summary_json(mi: MiStudioSummary) -> dict[str, Any]:
+    return {
+        "database": mi.database,
+        "matched_trainings": mi.matched,
+        "orphan_steps": mi.orphans,
+        "stale_rows": mi.stale_rows,
+        "ambiguous": {k: list(v) for k, v in mi.ambiguous},
+        "unrecognised_rows": mi.unrecognised,
+        "pending_rows": mi.pending.rows if mi.pending else 0,
+    }
+
+
+def tree_json(
+    root: str, tree: list[TrainingTree], mistudio: MiStudioSummary | None = None
+) -> dict[str, Any]:
+    """``ls --json``. With ``mistudio`` (--mistudio): miStudio's status per training, rows,
+    best and means per step, stale rows per training, trainings with only stale rows."""
+    on = mistudio is not None
+    stale_only = [
+        {
+            "name": t.training_id,
+            "path": t.path,
+            "size_bytes": 0,
+            "disk_bytes": 0,
+            "step_count": 0,
+            "steps": [],
+            "mistudio": {"training_id": t.training_id, "status": t.status},
+            "stale_rows": t.stale_rows,
+        }
+        for t in (mistudio.stale_only if mistudio else ())
+    ]
     return {
         "root": root,
+        "mistudio": mistudio_summary_json(mistudio) if mistudio else None,
         "trainings": [
             {
                 "name": t.training.name,
@@ -57,6 +102,10 @@ def tree_json(root: str, tree: list[TrainingTree]) -> dict[str, Any]:
                 "size_bytes": t.training.size_bytes,
                 "disk_bytes": t.training.disk_bytes,
                 "step_count": t.training.step_count,
+                "mistudio": _mi_training(t.training.mistudio),
+                "stale_rows": (
+                    (t.training.mistudio.stale_rows if t.training.mistudio else 0) if on else None
+                ),
                 "steps": [
                     {
                         "step": s.step.step,
@@ -67,6 +116,8 @@ def tree_json(root: str, tree: list[TrainingTree]) -> dict[str, Any]:
                         "problems": list(s.step.problems),
                         "pinned": s.step.pinned,
                         "mtime_ns": s.step.mtime_ns,
+                        "protection": list(s.step.protection),
+                        "mistudio": _mi_step(s.step.mistudio),
                         "files": [
                             {
                                 "path": f.path,
@@ -84,14 +135,50 @@ def tree_json(root: str, tree: list[TrainingTree]) -> dict[str, Any]:
                 ],
             }
             for t in tree
-        ],
+        ]
+        + stale_only,
     }
 
 
-def print_tree(root: str, tree: list[TrainingTree]) -> None:
+def _mi_step_flag(m: MiStudioStep | None) -> str:
+    if m is None:
+        return ""
+    if not m.rows:
+        return "no miStudio record"
+    out = "best in miStudio" if m.is_best else ""
+    if m.loss is not None:
+        out += (", " if out else "") + f"loss {m.loss:.4g}"
+    return out
+
+
+def print_mistudio_summary(mi: MiStudioSummary) -> None:
+    """What miStudio's database says about the root, in a few lines."""
+    click.echo(
+        f"miStudio {mi.database}: {mi.matched} trainings matched, {mi.orphans} step folders "
+        f"with no miStudio record, {mi.stale_rows} stale rows (file gone"
+        + ("; prune/rm --stale-records deletes them)" if mi.stale_rows else ")")
+    )
+    for t in mi.stale_only:
+        click.echo(
+            f"  {t.training_id}: miStudio {t.status}, no folder left at {t.path}, "
+            f"{t.stale_rows} stale rows"
+        )
+    for name, where in mi.ambiguous:
+        click.echo(f"  {name}: found in {len(where)} folders ({', '.join(where)}): not matched")
+    if mi.unrecognised:
+        click.echo(
+            f"  {mi.unrecognised} rows name a path not under <training>/checkpoints/: ignored"
+        )
+
+
+def print_tree(
+    root: str, tree: list[TrainingTree], mistudio: MiStudioSummary | None = None
+) -> None:
     click.echo(f"root {root}")
-    if not tree:
+    if not tree and not (mistudio and mistudio.stale_only):
         click.echo("no checkpoints found")
+        if mistudio is not None:
+            print_mistudio_summary(mistudio)
         return
     rows = [["TRAINING / STEP", "SIZE", "FILES", "LAYERS", "AGE", "STATUS"]]
     total = files = 0
@@ -105,7 +192,13 @@ def print_tree(root: str, tree: list[TrainingTree]) -> None:
                 str(ti.file_count),
                 str(ti.layer_count or "-"),
                 age(ti.newest_mtime_ns),
-                f"{ti.step_count} steps ({rng})",
+                f"{ti.step_count} steps ({rng})"
+                + (f", miStudio {ti.mistudio.status}" if ti.mistudio else "")
+                + (
+                    f", {ti.mistudio.stale_rows} stale rows"
+                    if ti.mistudio and ti.mistudio.stale_rows
+                    else ""
+                ),
             ]
         )
         total += ti.size_bytes
@@ -114,6 +207,9 @@ def print_tree(root: str, tree: list[TrainingTree]) -> None:
             flag = "; ".join(s.step.problems) if s.step.incomplete else "ok"
             if s.step.pinned:
                 flag = "pinned, " + flag
+            mi_flag = _mi_step_flag(s.step.mistudio)
+            if mi_flag:
+                flag += ", " + mi_flag
             rows.append(
                 [
                     f"  {s.step.dirname}",
@@ -124,8 +220,12 @@ def print_tree(root: str, tree: list[TrainingTree]) -> None:
                     flag,
                 ]
             )
+    for st in mistudio.stale_only if mistudio else ():
+        rows.append([st.training_id, "-", "0", "-", "-", f"miStudio {st.status}, no folder left"])
     _table(rows, {1, 2, 3})
     click.echo(f"total {size(total)} in {files} files, {len(tree)} trainings")
+    if mistudio is not None:
+        print_mistudio_summary(mistudio)
 
 
 def print_scan(r: ScanResult) -> None:
@@ -157,6 +257,11 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "whole": s.whole,
                 "empty": not s.files,
                 "files": [f"{plan.root}/{f.path_rel}" for f in s.files],
+                "mistudio_rows": (
+                    sum(1 for r in plan.mistudio.rows if r.step_id == s.step_id)
+                    if plan.mistudio
+                    else None
+                ),
             }
             for s in plan.steps
         ],
@@ -176,6 +281,29 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "files": plan.file_count,
         "bytes": plan.bytes,
         "disk_bytes": plan.disk_bytes,
+        "mistudio": _mi_plan_json(plan),
+    }
+
+
+def _mi_plan_json(plan: Plan) -> dict[str, Any] | None:
+    mi = plan.mistudio
+    if mi is None:
+        return None
+    return {
+        "database": mi.database,
+        "rows": len(mi.rows),
+        "stale_rows": [
+            {
+                "id": r.id,
+                "training_id": r.training_id,
+                "step": r.step,
+                "storage_path": r.storage_path,
+                "path": r.path,
+                "is_best": r.is_best,
+            }
+            for r in mi.stale
+        ],
+        "stale_kept": mi.stale_kept,
     }
 
 
@@ -245,6 +373,8 @@ def print_plan(plan: Plan, *, dry_run: bool) -> None:
             click.echo(f"          {_rel(plan.root, f.path)}  {size(f.size_bytes)}")
         if len(plan.foreign) > SHOW_PATHS:
             click.echo(f"          ... and {len(plan.foreign) - SHOW_PATHS} more")
+    if plan.mistudio is not None:
+        _print_mi_plan(plan, dry_run=dry_run)
     empty = sum(1 for s in plan.steps if not s.files)
     verb = "would free" if dry_run else "to free"
     click.echo(
@@ -253,6 +383,45 @@ def print_plan(plan: Plan, *, dry_run: bool) -> None:
         + (f"; {empty} empty step folders go (rmdir only)" if empty else "")
         + (" (dry run: nothing deleted)" if dry_run else "")
     )
+
+
+def _print_mi_plan(plan: Plan, *, dry_run: bool) -> None:
+    mi = plan.mistudio
+    assert mi is not None
+    verb = "would delete" if dry_run else "deletes"
+    with_rows = {r.step_id for r in mi.rows}
+    orphans = sum(1 for s in plan.steps if s.step_id not in with_rows and s.files)
+    click.echo(
+        f"miStudio {mi.database}: {verb} {len(mi.rows)} rows of these files, per step once "
+        "all its files are gone"
+        + (f"; {orphans} planned step folders have no miStudio record" if orphans else "")
+    )
+    for r in mi.stale[:SHOW_PATHS]:
+        best = " (marked best in miStudio)" if r.is_best else ""
+        click.echo(
+            f"stale   {r.training_id} {r.step:>10}  {r.storage_path}: file gone, row goes{best}"
+        )
+    if len(mi.stale) > SHOW_PATHS:
+        click.echo(f"stale   ... and {len(mi.stale) - SHOW_PATHS} more")
+    if mi.stale_kept:
+        click.echo(
+            f"miStudio: {mi.stale_kept} stale rows (file gone) are kept; --stale-records "
+            "deletes them"
+        )
+
+
+def mistudio_result_json(result: ExecuteResult | None) -> dict[str, Any] | None:
+    m = result.mistudio if result is not None else None
+    if m is None:
+        return None
+    return {
+        "database": m.database,
+        "rows_deleted": m.rows_deleted,
+        "rows_kept": m.rows_kept,
+        "stale_deleted": m.stale_deleted,
+        "repaired": m.repaired,
+        "error": m.error,
+    }
 
 
 def result_json(result: ExecuteResult | None, plan: Plan | None = None) -> dict[str, Any]:
@@ -273,6 +442,7 @@ def result_json(result: ExecuteResult | None, plan: Plan | None = None) -> dict[
             "protected": protected,
             "foreign": foreign,
             "recovered": 0,
+            "mistudio": None,
         }
     return {
         "dry_run": False,
@@ -302,6 +472,7 @@ def result_json(result: ExecuteResult | None, plan: Plan | None = None) -> dict[
         "stopped": result.stopped,
         "cancelled": result.cancelled,
         "seconds": round(result.seconds, 3),
+        "mistudio": mistudio_result_json(result),
     }
 
 
@@ -331,6 +502,37 @@ def print_result(result: ExecuteResult) -> None:
         f"in {result.seconds:.2f}s"
         + (f"; {len(failed)} failed" if failed else "")
         + (f"; {len(result.changed)} changed since the scan" if result.changed else "")
+    )
+    m = result.mistudio
+    if m is not None:
+        click.echo(
+            f"miStudio {m.database}: deleted {m.rows_deleted} rows of deleted files"
+            + (f", {m.stale_deleted} stale rows" if m.stale_deleted else "")
+            + (f", {m.repaired} left by an interrupted run" if m.repaired else "")
+            + (
+                f"; kept {m.rows_kept} rows of steps not every file of which went"
+                if m.rows_kept
+                else ""
+            )
+        )
+
+
+def print_mistudio_pending(pending: MiStudioPending, *, finishing: bool) -> None:
+    """One line on stderr: miStudio rows an interrupted deletion left (files gone)."""
+    since = (
+        f" since {time.strftime('%Y-%m-%d %H:%M', time.localtime(pending.since))}"
+        if pending.since
+        else ""
+    )
+    tail = (
+        "deleting them first"
+        if finishing
+        else f"the next `prune`/`rm` with --yes and --mistudio {pending.database} deletes them"
+    )
+    click.echo(
+        f"ckpt-tui: an interrupted deletion left {pending.rows} miStudio rows of "
+        f"{pending.steps} deleted steps in {pending.database}{since}; {tail}",
+        err=True,
     )
 
 

@@ -17,6 +17,7 @@ from ckpt_tui.clifmt import (
     Progress,
     plan_json,
     print_interrupted,
+    print_mistudio_pending,
     print_plan,
     print_result,
     result_json,
@@ -41,30 +42,48 @@ async def delete_flow(
     *,
     explicit: bool,
     rules: dict[str, Any],
+    mistudio: str | None = None,
 ) -> int:
     """Plan, show, confirm, delete. ``explicit``: the user named the targets (``rm``), so
     a plan that deletes none of them is refused (exit 1), not a success. ``rules`` are
-    recorded in the deletion history with the command line."""
+    recorded in the deletion history with the command line. ``mistudio``: miStudio's
+    database URL (its rows go with their files)."""
     async with await CheckpointService.open(
-        db, protection=Protection(recent_seconds=recent)
+        db, protection=Protection(recent_seconds=recent), mistudio=mistudio or ""
     ) as svc:
+        if not dry_run:  # a permission problem is one line before anything is shown
+            await svc.check_mistudio(write=True)
         info = await svc.indexed_root(root)
         args = click.get_current_context().meta.get("ckpt_args", sys.argv[1:])
         ctx = RunContext("cli", shlex.join(["ckpt-tui", *args]), rules)
         plan = await make(svc, info.id, False)
         pending = await svc.interrupted()
+        mi_pending = await svc.mistudio_pending()
+        mi_repairs = (
+            mi_pending is not None
+            and svc.mistudio is not None
+            and mi_pending.database == svc.mistudio.display
+        )
+        stale_rows = len(plan.mistudio.stale) if plan.mistudio is not None else 0
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         if dry_run:
             if pending is not None:
                 print_interrupted(pending, finishing=False)
+            if mi_pending is not None:
+                print_mistudio_pending(mi_pending, finishing=False)
             click.echo(json.dumps(plan_json(plan))) if as_json else print_plan(plan, dry_run=True)
             return 0
         if not as_json:
             print_plan(plan, dry_run=False)
-        if plan.empty and not any(p.needs_confirmation for p in plan.protected):
+        if mi_pending is not None and not mi_repairs:
+            print_mistudio_pending(mi_pending, finishing=False)
+        if plan.empty and not stale_rows and not any(p.needs_confirmation for p in plan.protected):
             done = None
-            if pending is not None and (yes or interactive):
-                print_interrupted(pending, finishing=True)
+            if (pending is not None or mi_repairs) and (yes or interactive):
+                if pending is not None:
+                    print_interrupted(pending, finishing=True)
+                if mi_repairs and mi_pending is not None:
+                    print_mistudio_pending(mi_pending, finishing=True)
                 done = await svc.execute(plan, ctx=ctx)  # IndexBusy while it still runs
                 if not as_json:
                     print_result(done)
@@ -89,8 +108,13 @@ async def delete_flow(
                     err=True,
                 )
                 return EXIT_REFUSED
-            if not plan.empty and not click.confirm(
-                f"Delete {plan.file_count} files in {len(plan.steps)} steps?", default=False
+            rows = (
+                f" and {len(plan.mistudio.rows) + stale_rows} miStudio rows"
+                if plan.mistudio is not None and (plan.mistudio.rows or stale_rows)
+                else ""
+            )
+            if (not plan.empty or stale_rows) and not click.confirm(
+                f"Delete {plan.file_count} files in {len(plan.steps)} steps{rows}?", default=False
             ):
                 click.echo("nothing was deleted", err=True)
                 return 0
@@ -112,6 +136,8 @@ async def delete_flow(
         )
         if pending is not None:
             print_interrupted(pending, finishing=True)
+        if mi_repairs and mi_pending is not None:
+            print_mistudio_pending(mi_pending, finishing=True)
         result = await svc.execute(plan, on_progress, allow_open=allow_open, ctx=ctx)
         if progress:
             progress.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -17,28 +18,36 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ckpt_tui import fs, history, layout
-from ckpt_tui.db import Database, FileRow, Root, Step, Training
+from ckpt_tui.db import Database, FileRow, Meta, Root, Step, Training
 from ckpt_tui.db.claim import deletion_claim
 from ckpt_tui.db.engine import describe_error, is_locked_error
-from ckpt_tui.errors import IndexBusy, IndexError_, RootError
+from ckpt_tui.errors import CkptError, IndexBusy, IndexError_, RootError
 from ckpt_tui.procfs import open_files
 from ckpt_tui.types import (
+    MISTUDIO_PENDING,
     DeleteProgress,
     ExecuteResult,
     FileStatus,
     Interrupted,
     ItemResult,
+    MiStudioOutcome,
+    MiStudioPlan,
+    MiStudioRow,
     Outcome,
     Plan,
     PlannedFile,
     PlannedStep,
     RowState,
 )
+
+if TYPE_CHECKING:  # imported on use, only with a miStudio database (--mistudio)
+    from ckpt_tui.mistudio import MiStudio
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,7 @@ FIRST_BATCH_FILES = 64  # files claimed by the first transaction of a run
 BATCH_FILES = 4000  # at most this many files claimed per transaction
 CHUNK = 500  # ids per IN (...) clause
 REFUSED = "refused: the index row is not a valid path inside the root"
+GONE = (Outcome.DELETED, Outcome.ALREADY_GONE)
 
 ProgressFn = Callable[[DeleteProgress], None]
 
@@ -83,9 +93,21 @@ class _Run:
     appeared: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _MiTally:
+    """What one run did to miStudio's rows."""
+
+    rows_deleted: int = 0
+    rows_kept: int = 0
+    stale_deleted: int = 0
+    repaired: int = 0
+    error: str | None = None
+
+
 class Deleter:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, mistudio: MiStudio | None = None) -> None:
         self.db = db
+        self.mistudio = mistudio  # rows of deleted files are deleted there, after the files
 
     async def execute(
         self,
@@ -97,14 +119,31 @@ class Deleter:
         ctx: history.RunContext | None = None,
     ) -> ExecuteResult:
         """Carry out ``plan``; first finish what an interrupted deletion committed to (a
-        deleting command does, read-only ones never). Every run is recorded (``history``)."""
+        deleting command does, read-only ones never). Every run is recorded (``history``).
+
+        With miStudio: its database is checked (reachable, schema, DELETE rights) before
+        anything is touched; rows an interrupted run left are deleted first; per batch, the
+        rows' intent is committed with the claim, each step is checked again (an active
+        training or a best step since the plan is skipped), and after the index transaction
+        the rows of every step whose planned files are all gone go in one transaction (a
+        step with a failed unlink keeps every row); stale rows last."""
         t0 = time.perf_counter()
         cancel = cancel or threading.Event()
         run = _Run(plan.file_count, plan.bytes)
         stopped: str | None = None
-        if plan.empty and await self.interrupted() is None:
-            return ExecuteResult((), (), (), 0, seconds=0.0)
+        mi = await self._mistudio_ready(plan)
+        tally = _MiTally()
+        mi_plan = plan.mistudio if mi is not None else None
+        stale_work = mi_plan is not None and bool(mi_plan.stale)
+        if (
+            plan.empty
+            and not stale_work
+            and await self.interrupted() is None
+            and not (mi is not None and await self._journals(mi))
+        ):
+            return ExecuteResult((), (), (), 0, seconds=0.0, mistudio=_outcome(mi, tally))
         root = await self._root_handle(plan.root_id, plan.root)
+        by_step = _rows_by_step(mi_plan)
         recovered = 0
         foreign_steps = {f.step_id for f in plan.foreign}
         known = _known_files(plan)
@@ -113,13 +152,29 @@ class Deleter:
                 run_id = await history.start(self.db, plan, ctx or history.RunContext())
                 try:
                     recovered = await self._recover_locked(run_id)
+                    if mi is not None:
+                        tally.repaired = await self._mistudio_repair(mi)
                     busy = {} if allow_open else await asyncio.to_thread(open_files)
-                    for batch in _batches(plan.steps):
+                    for n, batch in enumerate(_batches(plan.steps)):
                         if cancel.is_set():
                             break
+                        if mi is not None and mi_plan is not None and not mi_plan.force:
+                            try:
+                                batch, refused = await self._mistudio_recheck(
+                                    mi, plan, mi_plan, batch, by_step
+                                )
+                            except CkptError as err:
+                                stopped = f"{err}; nothing after it was touched, run again"
+                                tally.error = str(err)
+                                break
+                            run.results += refused
+                            if not batch:
+                                continue
+                        journal = _journal(mi, run_id, n, plan.root, batch, by_step)
                         claimed = await self._claim(
-                            [f.file_id for s in batch for f in s.files], run_id
+                            [f.file_id for s in batch for f in s.files], run_id, journal
                         )
+                        done: list[ItemResult] = []
                         stopped = await self._run_batch(
                             root,
                             batch,
@@ -131,9 +186,18 @@ class Deleter:
                             record={s.step_id: run_id for s in batch},
                             foreign_steps=foreign_steps,
                             known=known,
+                            into=done,
                         )
+                        if mi is not None and journal is not None:
+                            failed = await self._mistudio_after(
+                                mi, journal[0], batch, by_step, done, tally
+                            )
+                            stopped = stopped or failed
                         if stopped:
                             break
+                    if mi is not None and stale_work and not stopped and not cancel.is_set():
+                        assert mi_plan is not None
+                        stopped = await self._mistudio_stale(mi, mi_plan, tally)
                     if plan.training_dirs and not stopped and not cancel.is_set():
                         stopped = await self._remove_training_dirs(root, plan, run, on_progress)
                 except Exception:
@@ -164,9 +228,169 @@ class Deleter:
             recovered=recovered,
             appeared=tuple(run.appeared),
             run_id=run_id,
+            mistudio=_outcome(mi, tally),
         )
         await history.finish(self.db, run_id, result, history.outcome_of(result))
         return result
+
+    # miStudio ---------------------------------------------------------------------------
+
+    async def _mistudio_ready(self, plan: Plan) -> MiStudio | None:
+        """The miStudio database this run deletes rows from, checked before anything is
+        touched (reachable, its schema, DELETE rights); a MiStudioError otherwise."""
+        mi, mi_plan = self.mistudio, plan.mistudio
+        if mi is None and mi_plan is None:
+            return None
+        from ckpt_tui.mistudio import MiStudioError
+
+        if mi is None:
+            assert mi_plan is not None
+            raise MiStudioError(
+                f"the plan deletes rows of miStudio database {mi_plan.database}, which is not "
+                "open here (--mistudio); nothing was deleted"
+            )
+        if mi_plan is not None and mi_plan.database != mi.display:
+            raise MiStudioError(
+                f"the plan was made against miStudio database {mi_plan.database}, not "
+                f"{mi.display}; nothing was deleted"
+            )
+        await mi.check(write=True)
+        return mi
+
+    async def _mistudio_recheck(
+        self,
+        mi: MiStudio,
+        plan: Plan,
+        mi_plan: MiStudioPlan,
+        batch: list[PlannedStep],
+        by_step: dict[int, list[MiStudioRow]],
+    ) -> tuple[list[PlannedStep], list[ItemResult]]:
+        """Just before a batch's unlinks: a step whose training became active, or whose
+        rows became best, since the plan is skipped (reported, every file kept)."""
+        from ckpt_tui.mistudio import ACTIVE, BEST, active_reason
+
+        links = dict(mi_plan.trainings)
+        names = {links[s.step_id] for s in batch if s.step_id in links}
+        if not names:
+            return batch, []
+        rows = [r.id for s in batch for r in by_step.get(s.step_id, ())]
+        statuses, best = await mi.current(names, rows)
+        keep: list[PlannedStep] = []
+        refused: list[ItemResult] = []
+        for s in batch:
+            name = links.get(s.step_id)
+            why = None
+            status = statuses.get(name, "") if name is not None else ""
+            if status in ACTIVE:
+                why = f"{active_reason(status)} (since the plan was made); not deleted"
+            elif any(r.id in best for r in by_step.get(s.step_id, ())):
+                why = f"{BEST} (since the plan was made); not deleted"
+            if why is None:
+                keep.append(s)
+                continue
+            log.warning("skipped %s: %s", s.path, why)
+            refused += [
+                ItemResult(f.file_id, s.step_id, _abs(plan.root, f), Outcome.SKIPPED, error=why)
+                for f in s.files
+            ]
+        return keep, refused
+
+    async def _mistudio_after(
+        self,
+        mi: MiStudio,
+        key: str,
+        batch: list[PlannedStep],
+        by_step: dict[int, list[MiStudioRow]],
+        results: list[ItemResult],
+        tally: _MiTally,
+    ) -> str | None:
+        """After the batch's index transaction: delete, in one miStudio transaction, the
+        rows of each step every planned file of which is gone; keep every row of the
+        others. Then drop the batch's intent. A failure stops the run (rows reported)."""
+        outcome = {r.file_id: r.outcome for r in results}
+        pairs: list[tuple[str, str]] = []
+        for s in batch:
+            rows = by_step.get(s.step_id)
+            if not rows:
+                continue
+            if all(outcome.get(f.file_id) in GONE for f in s.files):
+                pairs += [(r.id, r.storage_path) for r in rows]
+            else:
+                tally.rows_kept += len(rows)
+        try:
+            tally.rows_deleted += await mi.delete_rows(pairs)
+        except CkptError as err:
+            tally.error = str(err)
+            return (
+                f"{err}; {len(pairs)} miStudio rows of deleted files are left: the next "
+                "deleting run with --mistudio removes them"
+            )
+        await self._drop_journal(key)
+        return None
+
+    async def _mistudio_stale(
+        self, mi: MiStudio, mi_plan: MiStudioPlan, tally: _MiTally
+    ) -> str | None:
+        """--stale-records: the rows whose file is still gone, in one transaction."""
+        from ckpt_tui.mistudio import gone_paths
+
+        gone = await asyncio.to_thread(gone_paths, [r.path for r in mi_plan.stale])
+        pairs = [(r.id, r.storage_path) for r in mi_plan.stale if r.path in gone]
+        try:
+            tally.stale_deleted = await mi.delete_rows(pairs)
+        except CkptError as err:
+            tally.error = str(err)
+            return f"{err}; the stale miStudio rows were not deleted"
+        return None
+
+    async def _journals(self, mi: MiStudio | None = None) -> list[tuple[str, dict[str, object]]]:
+        """The miStudio intents interrupted runs left in the index (of ``mi``'s database)."""
+        async with self.db.sessions() as session:
+            q = select(Meta.key, Meta.value).where(Meta.key.like(MISTUDIO_PENDING + "%"))
+            found = (await session.execute(q)).all()
+        out: list[tuple[str, dict[str, object]]] = []
+        for key, value in found:
+            try:
+                doc = json.loads(value)
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict):
+                log.warning("ignoring a malformed miStudio intent %s in the index", key)
+                continue
+            if mi is None or doc.get("database") == mi.display:
+                out.append((str(key), doc))
+        return out
+
+    async def _mistudio_repair(self, mi: MiStudio) -> int:
+        """Finish what an interrupted run meant to do in miStudio: for each step it
+        recorded, delete the rows if every one of its files is gone now (the claimed
+        unlinks were finished by ``_recover_locked`` just before); keep them otherwise."""
+        from ckpt_tui.mistudio import gone_paths
+
+        done = 0
+        for key, doc in await self._journals(mi):
+            pairs: list[tuple[str, str]] = []
+            steps = doc.get("steps")
+            for step in steps if isinstance(steps, list) else []:
+                if not isinstance(step, dict):
+                    continue
+                files = [str(p) for p in step.get("f", []) if isinstance(p, str)]
+                rows = [
+                    (str(r[0]), str(r[1]))
+                    for r in step.get("r", [])
+                    if isinstance(r, list) and len(r) == 2
+                ]
+                if files and len(await asyncio.to_thread(gone_paths, files)) == len(set(files)):
+                    pairs += rows
+            done += await mi.delete_rows(pairs)
+            await self._drop_journal(key)
+        if done:
+            log.info("deleted %d miStudio rows an interrupted deletion left", done)
+        return done
+
+    async def _drop_journal(self, key: str) -> None:
+        async with self.db.sessions() as session, session.begin():
+            await session.execute(delete(Meta).where(Meta.key == key))
 
     async def _remove_training_dirs(
         self, root: fs.RootHandle, plan: Plan, run: _Run, on_progress: ProgressFn | None
@@ -202,11 +426,20 @@ class Deleter:
             raise RootError(f"root {row.path} was replaced since it was scanned; scan it again")
         return handle
 
-    async def _claim(self, file_ids: list[int], run_id: int | None = None) -> set[int]:
-        """Mark active rows ``deleting`` and commit: the durable intent before any unlink."""
+    async def _claim(
+        self,
+        file_ids: list[int],
+        run_id: int | None = None,
+        journal: tuple[str, str] | None = None,
+    ) -> set[int]:
+        """Mark active rows ``deleting`` and commit: the durable intent before any unlink
+        (with the miStudio rows to delete after the files, ``journal``, in the same
+        transaction)."""
         claimed: set[int] = set()
         try:
             async with self.db.sessions() as session, session.begin():
+                if journal is not None:
+                    session.add(Meta(key=journal[0], value=journal[1]))
                 for i in range(0, len(file_ids), CHUNK):
                     chunk = file_ids[i : i + CHUNK]
                     q = (
@@ -241,9 +474,11 @@ class Deleter:
         foreign_steps: set[int] | None = None,
         recovering: bool = False,
         known: dict[int, set[str]] | None = None,
+        into: list[ItemResult] | None = None,
     ) -> str | None:
         """Unlink one claimed batch in a thread, then finish it in the index; ``record``
-        maps each step to the history run its result is written to."""
+        maps each step to the history run its result is written to; ``into`` receives the
+        batch's results once the index holds them."""
         loop = asyncio.get_running_loop()
         step_of = {f.file_id: s.step_id for s in batch for f in s.files}
         dev = root.dev
@@ -370,6 +605,8 @@ class Deleter:
                 credit_gone=recovering,
             )
         await self._finish(root, batch, batch_results, claimed, removed_steps, rows)
+        if into is not None:
+            into += batch_results
         return stopped
 
     async def _finish(
@@ -554,6 +791,54 @@ class Deleter:
             done += len(claimed)
             log.info("finished %d interrupted deletions under %s", len(claimed), root.path)
         return done
+
+
+def _rows_by_step(mi_plan: MiStudioPlan | None) -> dict[int, list[MiStudioRow]]:
+    out: dict[int, list[MiStudioRow]] = {}
+    for r in mi_plan.rows if mi_plan is not None else ():
+        if r.step_id is not None:
+            out.setdefault(r.step_id, []).append(r)
+    return out
+
+
+def _journal(
+    mi: MiStudio | None,
+    run_id: int,
+    n: int,
+    root: str,
+    batch: list[PlannedStep],
+    by_step: dict[int, list[MiStudioRow]],
+) -> tuple[str, str] | None:
+    """(key, value) of the index ``meta`` row recording which miStudio rows go once which
+    files are gone, for the batch's steps that have rows; None when none has."""
+    if mi is None:
+        return None
+    steps = [
+        {
+            "s": s.path,
+            "f": [_abs(root, f) for f in s.files],
+            "r": [[r.id, r.storage_path] for r in by_step[s.step_id]],
+        }
+        for s in batch
+        if by_step.get(s.step_id) and s.files
+    ]
+    if not steps:
+        return None
+    doc = {"database": mi.display, "at": time.time(), "run": run_id, "steps": steps}
+    return f"{MISTUDIO_PENDING}{run_id}:{n}", json.dumps(doc)
+
+
+def _outcome(mi: MiStudio | None, tally: _MiTally) -> MiStudioOutcome | None:
+    if mi is None:
+        return None
+    return MiStudioOutcome(
+        mi.display,
+        rows_deleted=tally.rows_deleted,
+        rows_kept=tally.rows_kept,
+        stale_deleted=tally.stale_deleted,
+        repaired=tally.repaired,
+        error=tally.error,
+    )
 
 
 def _known_files(plan: Plan) -> dict[int, set[str]]:

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, select, type_coerce
 
@@ -26,6 +26,8 @@ from ckpt_tui.types import (
     FileStatus,
     ForeignFile,
     KeptStep,
+    MiStudioPlan,
+    MiStudioRow,
     Plan,
     PlannedFile,
     PlannedStep,
@@ -33,9 +35,13 @@ from ckpt_tui.types import (
     RowState,
 )
 
+if TYPE_CHECKING:  # imported on use, only with a miStudio database (--mistudio)
+    from ckpt_tui.mistudio import MiStudio, Snapshot
+
 log = logging.getLogger(__name__)
 
 ALREADY_DELETING = "already being deleted"
+FORCE_HINT = "; --force to include"  # ends every reason that force lifts
 CHUNK = 500
 BULK_IDS = 5_000  # beyond this many ids, select the root's rows once and filter in Python
 
@@ -82,10 +88,34 @@ _STATUSES = frozenset(s.value for s in FileStatus)
 _STATES = frozenset(s.value for s in RowState)
 
 
+@dataclass(frozen=True, slots=True)
+class _StaleScope:
+    """Which stale miStudio rows (file gone) a plan deletes (``--stale-records``): those of
+    ``trainings``, of the planned steps' trainings (``planned``), or, when neither, every
+    one under the root (trainings with no folder left included)."""
+
+    trainings: frozenset[int] | None = None
+    planned: bool = False
+
+
 class Planner:
-    def __init__(self, db: Database, protection: Protection) -> None:
+    def __init__(
+        self, db: Database, protection: Protection, mistudio: MiStudio | None = None
+    ) -> None:
         self.db = db
         self.protection = protection
+        self.mistudio = mistudio
+
+    async def _snapshot(
+        self, root_id: int, root: str, training_ids: set[int] | None, *, stale_only: bool = False
+    ) -> Snapshot | None:
+        if self.mistudio is None:
+            return None
+        from ckpt_tui.mistudio import snapshot
+
+        return await snapshot(
+            self.db, self.mistudio, root_id, root, training_ids, stale_only=stale_only
+        )
 
     async def _root(self, root_id: int) -> str:
         async with self.db.sessions() as session:
@@ -195,6 +225,25 @@ class Planner:
         include_open: bool = False,
         include_foreign: bool = False,
     ) -> Plan:
+        return await self._plan_step_ids(
+            root_id,
+            step_ids,
+            force=force,
+            include_open=include_open,
+            include_foreign=include_foreign,
+        )
+
+    async def _plan_step_ids(
+        self,
+        root_id: int,
+        step_ids: Iterable[int],
+        *,
+        force: bool,
+        include_open: bool,
+        include_foreign: bool,
+        stale: _StaleScope | None = None,
+        snap: Snapshot | None = None,
+    ) -> Plan:
         ids = sorted(set(step_ids))
         rows: list[_Row] = []
         if len(ids) > BULK_IDS // 4:
@@ -210,6 +259,8 @@ class Planner:
             force=force,
             include_open=include_open,
             include_foreign=include_foreign,
+            stale=stale,
+            snap=snap,
         )
 
     async def plan_retention(
@@ -222,9 +273,14 @@ class Planner:
         include_open: bool = False,
         include_foreign: bool = False,
         rules: retention.Rules | None = None,
+        stale_records: bool = False,
     ) -> Plan:
         """Keep what the rules keep (counting valid steps only), pinned steps and steps that
-        may be in progress; plan the rest, empty step folders included."""
+        may be in progress; plan the rest, empty step folders included.
+
+        With miStudio: steps of an active training and its best step are kept too (unless
+        ``force``); ``--best loss`` ranks by miStudio's loss when no file carries the key;
+        ``stale_records`` also deletes the rows whose file is gone."""
         if keep < 1:
             raise TargetError("--keep must be at least 1")
         rules = rules or retention.Rules(keep=keep)
@@ -260,6 +316,13 @@ class Planner:
             names[tid] = str(tname)
         facts, pins = await self._training_facts(tids)
         metrics = await self._metrics(tids, rules.best.key) if rules.best else {}
+        whole_root = wanted is None
+        # the whole root: stale rows of trainings with no folder left are shown (or deleted)
+        snap = await self._snapshot(
+            root_id, root, None if whole_root else tids, stale_only=whole_root
+        )
+        if rules.best is not None and snap is not None:
+            _mistudio_metrics(metrics, facts, snap, rules.best.key)
         delete_ids: list[int] = []
         kept: list[KeptStep] = []
         now_ns = time.time_ns()
@@ -280,18 +343,25 @@ class Planner:
                 rules,
                 now_ns,
             )
-            delete_ids += decision.delete
             for f in steps:
-                if f.id in decision.keep:
-                    kept.append(
-                        KeptStep(f.id, names[tid], f.step, f.path, f.size, decision.keep[f.id])
-                    )
-        plan = await self.plan_steps(
+                needs = () if force or snap is None else snap.protection(f.id)
+                if f.id in decision.keep or needs:
+                    why = decision.keep.get(f.id, ())
+                    why = (*why, *(r for r in needs if r not in why))
+                    kept.append(KeptStep(f.id, names[tid], f.step, f.path, f.size, why))
+            kept_ids = {k.step_id for k in kept}
+            delete_ids += [sid for sid in decision.delete if sid not in kept_ids]
+        scope = None
+        if stale_records:
+            scope = _StaleScope(None if whole_root else frozenset(tids))
+        plan = await self._plan_step_ids(
             root_id,
             delete_ids,
             force=force,
             include_open=include_open,
             include_foreign=include_foreign,
+            stale=scope,
+            snap=snap,
         )
         kept.sort(key=lambda k: (k.training, k.step, k.path))
         return replace(plan, keep=tuple(kept), protected=(*refused, *plan.protected))
@@ -348,9 +418,11 @@ class Planner:
         force: bool = False,
         include_open: bool = False,
         include_foreign: bool = False,
+        stale_records: bool = False,
     ) -> Plan:
         """CLI targets: step directories, files or layer directories in them, or training
-        folders (every step of the training, then its emptied folders)."""
+        folders (every step of the training, then its emptied folders). ``stale_records``:
+        also the miStudio rows whose file is gone, of the targets' trainings."""
         root = await self._root(root_id)
         root_parts = _components(root)
         async with self.db.sessions() as session:
@@ -410,6 +482,7 @@ class Planner:
             force=force,
             include_open=include_open,
             include_foreign=include_foreign,
+            stale=_StaleScope(planned=True) if stale_records else None,
         )
 
     async def _build(
@@ -421,6 +494,8 @@ class Planner:
         force: bool,
         include_open: bool,
         include_foreign: bool,
+        stale: _StaleScope | None = None,
+        snap: Snapshot | None = None,
     ) -> Plan:
         root = await self._root(root_id)
         wanted_steps = set(step_ids)
@@ -434,6 +509,11 @@ class Planner:
         facts, pins = await self._training_facts(tids)
         trelpaths, tnames = await self._training_paths(tids)
         busy = await asyncio.to_thread(open_files) if self.protection.open_files and rows else {}
+        if stale is not None and stale.planned:
+            stale = _StaleScope(frozenset(tids))
+        if snap is None and self.mistudio is not None:
+            whole = stale is not None and stale.trainings is None
+            snap = await self._snapshot(root_id, root, None if whole else tids, stale_only=whole)
         ctx = _Context(
             root_id,
             root,
@@ -446,6 +526,8 @@ class Planner:
             force,
             include_open,
             include_foreign,
+            snap,
+            stale,
         )
         # Checking 100k rows is pure CPU: off the event loop, so a face stays responsive.
         return await asyncio.to_thread(self._assemble, rows, ctx)
@@ -492,7 +574,11 @@ class Planner:
                 if why == stepfacts.PINNED:
                     return "pinned"
                 if not ctx.force and why.startswith(("newest", "newer", "no valid")):
-                    return f"{why}; --force to include"
+                    return f"{why}{FORCE_HINT}"
+            if ctx.mistudio is not None and not ctx.force:
+                needs = ctx.mistudio.protection(sid)
+                if needs:
+                    return f"{'; '.join(needs)}; --force to include"
             return None
 
         seen: set[int] = set()
@@ -524,7 +610,14 @@ class Planner:
             if parts is not None and whole_reason is not None:
                 step_refused.setdefault(r.sid, whole_reason)
                 protected.append(
-                    Protected(path, whole_reason, r.fid, r.sid, step_path=f"{root}/{r.step_rel}")
+                    Protected(
+                        path,
+                        whole_reason,
+                        r.fid,
+                        r.sid,
+                        step_path=f"{root}/{r.step_rel}",
+                        forcable=whole_reason.endswith(FORCE_HINT),
+                    )
                 )
                 continue
             reason = None
@@ -540,14 +633,20 @@ class Planner:
                 continue
             elif not ctx.force and recent_ns and now_ns - r.mtime_ns < recent_ns:
                 age = max(0, (now_ns - r.mtime_ns) // 1_000_000_000)
-                reason = f"modified {age} s ago (may still be written); --force to include"
+                reason = f"modified {age} s ago (may still be written){FORCE_HINT}"
             elif (r.dev, r.inode) in ctx.busy and not ctx.include_open:
                 reason = f"open in {ctx.busy[(r.dev, r.inode)]}; needs a second confirmation"
                 needs_confirm = True
             if reason is not None:
                 protected.append(
                     Protected(
-                        path, reason, r.fid, r.sid, needs_confirm, step_path=f"{root}/{r.step_rel}"
+                        path,
+                        reason,
+                        r.fid,
+                        r.sid,
+                        needs_confirm,
+                        step_path=f"{root}/{r.step_rel}",
+                        forcable=reason.endswith(FORCE_HINT),
                     )
                 )
                 continue
@@ -576,7 +675,16 @@ class Planner:
             if layout.validate_step_record(empty.relpath) is None:
                 protected.append(Protected(empty.path, "refused: not a valid step path", None, sid))
             elif empty_why is not None:
-                protected.append(Protected(empty.path, empty_why, None, sid, step_path=empty.path))
+                protected.append(
+                    Protected(
+                        empty.path,
+                        empty_why,
+                        None,
+                        sid,
+                        step_path=empty.path,
+                        forcable=empty_why.endswith(FORCE_HINT),
+                    )
+                )
             else:
                 chosen[sid] = []
         _settle_links(chosen)
@@ -604,6 +712,7 @@ class Planner:
                 )
             )
         steps.sort(key=lambda s: (s.training, s.step, s.path))
+        mistudio = _mistudio_plan(steps, ctx, protected) if ctx.mistudio is not None else None
         return Plan(
             ctx.root_id,
             root,
@@ -613,6 +722,7 @@ class Planner:
             time.time(),
             foreign=tuple(foreign),
             training_dirs=self._emptied_trainings(steps, ctx),
+            mistudio=mistudio,
         )
 
     @staticmethod
@@ -652,6 +762,88 @@ class _Context:
     force: bool
     include_open: bool
     include_foreign: bool
+    mistudio: Snapshot | None = None
+    stale: _StaleScope | None = None  # --stale-records
+
+
+def _mistudio_plan(
+    steps: list[PlannedStep], ctx: _Context, protected: list[Protected]
+) -> MiStudioPlan:
+    """The rows of the planned files (deleted once every planned file of their step is
+    gone), and the stale rows in scope: deleted with --stale-records unless protected."""
+    snap = ctx.mistudio
+    assert snap is not None
+    rows: list[MiStudioRow] = []
+    links: list[tuple[int, str]] = []
+    for s in steps:
+        name = snap.step_training.get(s.step_id)
+        if name is not None:
+            links.append((s.step_id, name))
+        for f in s.files:
+            for row, path in snap.file_rows.get(f.file_id, ()):
+                rows.append(
+                    MiStudioRow(
+                        row.id,
+                        row.training_id,
+                        row.step,
+                        row.storage_path,
+                        path,
+                        s.step_id,
+                        f.file_id,
+                        row.is_best,
+                    )
+                )
+    planned = {r.id for r in rows}
+    stale: list[MiStudioRow] = []
+    left = 0
+    scope = ctx.stale
+    for st in snap.stale:
+        if st.row.id in planned:
+            continue  # goes with its step (the file is already gone)
+        in_scope = scope is None or scope.trainings is None or st.training in scope.trainings
+        if scope is None or not in_scope:
+            left += 1 if in_scope else 0
+            continue
+        needs = () if ctx.force else snap.stale_protection(st)
+        if needs:
+            protected.append(
+                Protected(
+                    st.path,
+                    f"stale miStudio row {st.row.id}, {'; '.join(needs)}; --force to include",
+                )
+            )
+            continue
+        r = st.row
+        stale.append(
+            MiStudioRow(r.id, r.training_id, r.step, r.storage_path, st.path, is_best=r.is_best)
+        )
+    stale.sort(key=lambda r: (r.training_id, r.step, r.storage_path))
+    return MiStudioPlan(
+        snap.database, tuple(rows), tuple(stale), left, tuple(links), force=ctx.force
+    )
+
+
+def _mistudio_metrics(
+    metrics: dict[int, dict[str, float | None]],
+    facts: dict[int, list[stepfacts.StepFact]],
+    snap: Snapshot,
+    key: str,
+) -> None:
+    """``--best loss`` / ``--best l0_sparsity``: a training none of whose files carries the
+    key in ``__metadata__`` is ranked by miStudio's mean over each step's rows (a step with
+    no row stays unknown: kept, not guessed)."""
+    if key not in ("loss", "l0_sparsity"):
+        return
+    for steps in facts.values():
+        if any(f.id in metrics for f in steps):
+            continue  # the files' own metadata decides
+        for f in steps:
+            info = snap.steps.get(f.id)
+            if info is None or not info.rows:
+                continue
+            value = info.loss if key == "loss" else info.l0_sparsity
+            if value is not None:
+                metrics[f.id] = {key: value}
 
 
 def _settle_links(files_by_step: dict[int, list[PlannedFile]]) -> None:

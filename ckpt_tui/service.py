@@ -5,6 +5,7 @@ Reading and listing live here; planning is in ``planning``, carrying plans out i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -12,17 +13,28 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ckpt_tui import fs, layout, stepfacts
 from ckpt_tui import history as _history
-from ckpt_tui.db import ROLE_FOREIGN, Database, FileRow, Pin, Root, Step, Training, open_database
-from ckpt_tui.errors import RootError
+from ckpt_tui.db import (
+    ROLE_FOREIGN,
+    Database,
+    FileRow,
+    Meta,
+    Pin,
+    Root,
+    Step,
+    Training,
+    open_database,
+)
+from ckpt_tui.errors import CkptError, RootError
 from ckpt_tui.protection import Protection
 from ckpt_tui.types import (
+    MISTUDIO_PENDING,
     DeleteProgress,
     DiskUsage,
     ExecuteResult,
@@ -31,6 +43,8 @@ from ckpt_tui.types import (
     FileInfo,
     FileStatus,
     Interrupted,
+    MiStudioPending,
+    MiStudioSummary,
     Plan,
     RootInfo,
     RowState,
@@ -45,6 +59,7 @@ from ckpt_tui.types import (
 
 if TYPE_CHECKING:
     from ckpt_tui.deletion import Deleter
+    from ckpt_tui.mistudio import MiStudio, Snapshot
     from ckpt_tui.planning import Planner
     from ckpt_tui.retention import Rules
 
@@ -57,9 +72,21 @@ BAD_STATUSES = (FileStatus.TRUNCATED, FileStatus.CORRUPT, FileStatus.UNSUPPORTED
 class CheckpointService:
     """Index, browse, plan and delete checkpoints under one or more roots."""
 
-    def __init__(self, db: Database, protection: Protection | None = None) -> None:
+    # The miStudio URL ``open`` uses when it is given none: the CLI sets it for the browser
+    # (``ckpt-tui --mistudio URL ROOT``), whose app opens its own service.
+    default_mistudio: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        db: Database,
+        protection: Protection | None = None,
+        mistudio: MiStudio | None = None,
+    ) -> None:
         self.db = db
         self.protection = protection or Protection()
+        self.mistudio = mistudio  # miStudio's database (--mistudio), or None
+        # the last miStudio failure a listing call absorbed (listing degrades, never raises)
+        self.mistudio_problem: str | None = None
         self._planner: Planner | None = None
         self._deleter: Deleter | None = None
 
@@ -70,7 +97,7 @@ class CheckpointService:
         if self._planner is None:
             from ckpt_tui.planning import Planner
 
-            self._planner = Planner(self.db, self.protection)
+            self._planner = Planner(self.db, self.protection, self.mistudio)
         return self._planner
 
     @property
@@ -78,17 +105,42 @@ class CheckpointService:
         if self._deleter is None:
             from ckpt_tui.deletion import Deleter
 
-            self._deleter = Deleter(self.db)
+            self._deleter = Deleter(self.db, self.mistudio)
         return self._deleter
 
     @classmethod
     async def open(
-        cls, db: str | None = None, *, recover: bool = False, protection: Protection | None = None
+        cls,
+        db: str | None = None,
+        *,
+        recover: bool = False,
+        protection: Protection | None = None,
+        mistudio: str | None = None,
     ) -> CheckpointService:
         """Open the index. Nothing is deleted on open: an interrupted deletion is reported by
         ``interrupted()`` and finished by the next ``execute`` (or ``finish_interrupted``);
-        ``recover=True`` finishes it now (a deleting command that wants it first)."""
-        service = cls(await open_database(db), protection)
+        ``recover=True`` finishes it now (a deleting command that wants it first).
+
+        ``mistudio``: miStudio's database URL (else ``default_mistudio``; "" for none). It is
+        checked now (reachable, miStudio's schema): a MiStudioError names the problem."""
+        url = mistudio if mistudio is not None else cls.default_mistudio
+        handle: MiStudio | None = None
+        if url:
+            from ckpt_tui.mistudio import MiStudio
+
+            handle = MiStudio(url)
+            try:
+                await handle.check()
+            except BaseException:
+                await handle.close()
+                raise
+        try:
+            database = await open_database(db)
+        except BaseException:
+            if handle is not None:
+                await handle.close()
+            raise
+        service = cls(database, protection, handle)
         if recover:
             try:
                 await service.deleter.recover()
@@ -98,6 +150,8 @@ class CheckpointService:
         return service
 
     async def close(self) -> None:
+        if self.mistudio is not None:
+            await self.mistudio.close()
         await self.db.dispose()
 
     async def __aenter__(self) -> CheckpointService:
@@ -236,7 +290,8 @@ class CheckpointService:
                         layer_count=layers or 0,
                     )
                 )
-        return sorted(_unique_names(out, root_path), key=lambda t: (t.name, t.path))
+        ordered = sorted(_unique_names(out, root_path), key=lambda t: (t.name, t.path))
+        return await self._with_mistudio_trainings(root_id, ordered)
 
     async def steps(self, training_id: int) -> list[StepInfo]:
         """Steps of one training, ascending by step number, with completeness flags."""
@@ -249,7 +304,7 @@ class CheckpointService:
         async with self.db.sessions() as session:
             for i in range(0, len(ids), STEPS_CHUNK):
                 out.update(await self._steps(session, ids[i : i + STEPS_CHUNK]))
-        return out
+        return await self._with_mistudio_steps(out)
 
     async def _steps(
         self, session: AsyncSession, training_ids: list[int]
@@ -313,10 +368,12 @@ class CheckpointService:
     ) -> list[TrainingTree]:
         """Everything under a root, nested, for ``ls`` and exports."""
         out = []
-        for t in await self.trainings(root_id):
-            if training_ids is not None and t.id not in training_ids:
-                continue
-            steps = await self.steps(t.id)
+        chosen = [
+            t for t in await self.trainings(root_id) if training_ids is None or t.id in training_ids
+        ]
+        all_steps = await self.steps_of(t.id for t in chosen)
+        for t in chosen:
+            steps = all_steps.get(t.id, [])
             files_by_step: dict[int, list[FileInfo]] = {s.id: [] for s in steps}
             step_paths = {s.id: s.path for s in steps}
             async with self.db.sessions() as session:
@@ -344,11 +401,129 @@ class CheckpointService:
             )
         return out
 
+    # miStudio (--mistudio) ----------------------------------------------------------------
+
+    async def _snapshot(
+        self, root_id: int, training_ids: Iterable[int] | None = None, *, stale_only: bool = False
+    ) -> Snapshot | None:
+        """miStudio's rows matched to a root's index; None without a miStudio database."""
+        if self.mistudio is None:
+            return None
+        from ckpt_tui.mistudio import snapshot
+
+        root = await self.root_by_id(root_id)
+        return await snapshot(
+            self.db, self.mistudio, root_id, root.path, training_ids, stale_only=stale_only
+        )
+
+    async def _listing_snapshot(
+        self, root_id: int, training_ids: Iterable[int] | None
+    ) -> Snapshot | None:
+        """A listing call never fails on miStudio (a face keeps working): the failure is
+        kept in ``mistudio_problem`` for the CLI to report, and the listing goes without."""
+        try:
+            return await self._snapshot(root_id, training_ids)
+        except CkptError as err:
+            self.mistudio_problem = str(err)
+            log.warning("%s", err)
+            return None
+
+    async def _with_mistudio_trainings(
+        self, root_id: int, trainings: list[TrainingInfo]
+    ) -> list[TrainingInfo]:
+        if self.mistudio is None or not trainings:
+            return trainings
+        snap = await self._listing_snapshot(root_id, {t.id for t in trainings})
+        if snap is None:
+            return trainings
+        return [replace(t, mistudio=snap.trainings.get(t.id)) for t in trainings]
+
+    async def _with_mistudio_steps(
+        self, steps: dict[int, list[StepInfo]]
+    ) -> dict[int, list[StepInfo]]:
+        """Each step's rows, best flag and means; miStudio's protections among its own."""
+        if self.mistudio is None or not steps:
+            return steps
+        by_root: dict[int, set[int]] = {}
+        ids = sorted(steps)
+        async with self.db.sessions() as session:
+            for i in range(0, len(ids), STEPS_CHUNK):
+                q = select(Training.id, Training.root_id).where(
+                    Training.id.in_(ids[i : i + STEPS_CHUNK])
+                )
+                for tid, root_id in (await session.execute(q)).all():
+                    by_root.setdefault(root_id, set()).add(tid)
+        for root_id, tids in by_root.items():
+            snap = await self._listing_snapshot(root_id, tids)
+            if snap is None:
+                continue
+            for tid in tids:
+                steps[tid] = [_with_mistudio(s, snap) for s in steps[tid]]
+        return steps
+
+    async def mistudio_summary(self, root_id: int) -> MiStudioSummary | None:
+        """The miStudio picture of a root for ``ls``/``scan``: matched trainings, orphan
+        folders, stale rows (trainings left with rows only included); raises MiStudioError."""
+        snap = await self._snapshot(root_id, None, stale_only=True)
+        if snap is None:
+            return None
+        return MiStudioSummary(
+            database=snap.database,
+            matched=len(snap.trainings),
+            orphans=sum(1 for s in snap.steps.values() if not s.rows),
+            stale_rows=len(snap.stale),
+            stale_only=tuple(snap.stale_only),
+            ambiguous=tuple((k, tuple(v)) for k, v in sorted(snap.ambiguous.items())),
+            unrecognised=snap.unrecognised,
+            pending=await self.mistudio_pending(),
+        )
+
+    async def mistudio_pending(self) -> MiStudioPending | None:
+        """miStudio rows an interrupted deletion left behind (their files are gone or were
+        about to go); the next deleting run with that miStudio database deletes them.
+        Reads the index only: no miStudio connection, works without --mistudio."""
+        async with self.db.sessions() as session:
+            q = select(Meta.value).where(Meta.key.like(MISTUDIO_PENDING + "%"))
+            values = list((await session.execute(q)).scalars())
+        if not values:
+            return None
+        rows = steps = 0
+        since: float | None = None
+        database = ""
+        for value in values:
+            try:
+                doc = json.loads(value)
+            except ValueError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            database = str(doc.get("database", database))
+            at = doc.get("at")
+            if isinstance(at, int | float) and (since is None or at < since):
+                since = float(at)
+            for step in doc.get("steps", []) if isinstance(doc.get("steps"), list) else []:
+                if isinstance(step, dict) and isinstance(step.get("r"), list):
+                    steps += 1
+                    rows += len(step["r"])
+        return MiStudioPending(database, rows, steps, since)
+
+    async def check_mistudio(self, *, write: bool) -> None:
+        """Before a deletion: miStudio reachable, its schema, and (``write``) DELETE rights."""
+        if self.mistudio is not None:
+            await self.mistudio.check(write=write)
+
     async def file_map(self, root_id: int) -> list[FileBrief]:
         """(file, step, training, size, pinned) for every file under a root: marking without
         loading steps."""
         q = (
-            select(FileRow.id, FileRow.step_id, Step.training_id, FileRow.size_bytes, Step.relpath)
+            select(
+                FileRow.id,
+                FileRow.step_id,
+                Step.training_id,
+                FileRow.size_bytes,
+                Step.relpath,
+                FileRow.disk_bytes,
+            )
             .join(Step, Step.id == FileRow.step_id)
             .join(Training, Training.id == Step.training_id)
             .where(Training.root_id == root_id)
@@ -360,8 +535,8 @@ class CheckpointService:
                 p[len(prefix) :] for p in await stepfacts.load_pins(session) if p.startswith(prefix)
             }
             return [
-                FileBrief(fid, sid, tid, size, rel in pins)
-                for fid, sid, tid, size, rel in (await session.execute(q)).all()
+                FileBrief(fid, sid, tid, size, rel in pins, disk)
+                for fid, sid, tid, size, rel, disk in (await session.execute(q)).all()
             ]
 
     async def set_pinned(self, step_ids: Iterable[int], pinned: bool) -> None:
@@ -460,7 +635,9 @@ class CheckpointService:
         include_open: bool = False,
         include_foreign: bool = False,
         rules: Rules | None = None,
+        stale_records: bool = False,
     ) -> Plan:
+        """``stale_records``: with --mistudio, also delete miStudio rows whose file is gone."""
         return await self.planner.plan_retention(
             root_id,
             keep,
@@ -469,6 +646,7 @@ class CheckpointService:
             include_open=include_open,
             include_foreign=include_foreign,
             rules=rules,
+            stale_records=stale_records,
         )
 
     async def plan_targets(
@@ -479,6 +657,7 @@ class CheckpointService:
         force: bool = False,
         include_open: bool = False,
         include_foreign: bool = False,
+        stale_records: bool = False,
     ) -> Plan:
         return await self.planner.plan_targets(
             root_id,
@@ -486,6 +665,7 @@ class CheckpointService:
             force=force,
             include_open=include_open,
             include_foreign=include_foreign,
+            stale_records=stale_records,
         )
 
     async def execute(
@@ -584,6 +764,14 @@ def _step_info(s: stepfacts.StepFact, a: stepfacts.Assessment, pinned: bool) -> 
         foreign_count=s.foreign,
         foreign_bytes=s.foreign_bytes,
     )
+
+
+def _with_mistudio(s: StepInfo, snap: Snapshot) -> StepInfo:
+    info = snap.steps.get(s.id)
+    if info is None:
+        return s
+    extra = tuple(r for r in snap.protection(s.id) if r not in s.protection)
+    return replace(s, mistudio=info, protection=(*s.protection, *extra))
 
 
 def _unique_names(trainings: list[TrainingInfo], root: str) -> list[TrainingInfo]:

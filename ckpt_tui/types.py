@@ -26,6 +26,30 @@ class RowState(enum.StrEnum):
     DELETING = "deleting"
 
 
+# Index ``meta`` keys of miStudio rows whose files a deletion run claimed and has not yet
+# deleted from miStudio's database (the intent, written with the claim; see ``deletion``).
+MISTUDIO_PENDING = "mistudio-pending:"
+
+
+@dataclass(frozen=True, slots=True)
+class MiStudioTraining:
+    """What miStudio's database says about a training (``--mistudio``)."""
+
+    training_id: str  # miStudio's id, the training folder's name (``train_<8hex>``)
+    status: str  # pending, initializing, running, paused, completed, failed, cancelled
+    stale_rows: int = 0  # its checkpoint rows whose file is gone
+
+
+@dataclass(frozen=True, slots=True)
+class MiStudioStep:
+    """A step's rows in miStudio's ``checkpoints`` table (one per layer and hook)."""
+
+    rows: int  # 0: the folder has no miStudio record (an orphan)
+    is_best: bool
+    loss: float | None  # mean over the step's rows
+    l0_sparsity: float | None
+
+
 @dataclass(frozen=True, slots=True)
 class RootInfo:
     id: int
@@ -48,6 +72,7 @@ class TrainingInfo:
     newest_mtime_ns: int | None
     layer_count: int  # distinct layers among the training's files
     steps_path: str = ""  # absolute: the folder holding its steps (``path/checkpoints``)
+    mistudio: MiStudioTraining | None = None  # with --mistudio, when miStudio knows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +98,7 @@ class StepInfo:
     protection: tuple[str, ...] = ()
     foreign_count: int = 0  # files under it that its layout does not name (kept by default)
     foreign_bytes: int = 0
+    mistudio: MiStudioStep | None = None  # with --mistudio, in a training miStudio knows
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +239,7 @@ class Protected:
     step_id: int | None = None
     needs_confirmation: bool = False  # an open file: deletable only with a second confirm
     step_path: str = ""  # the step folder (absolute), when known
+    forcable: bool = False  # lifted by force (the TUI's "include protected steps")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +249,33 @@ class ForeignFile:
     path: str  # absolute
     size_bytes: int
     step_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MiStudioRow:
+    """One row of miStudio's ``checkpoints`` table a plan deletes."""
+
+    id: str
+    training_id: str
+    step: int
+    storage_path: str  # as miStudio stored it (``/data/trainings/...`` inside its container)
+    path: str  # the file it names, on this machine (absolute)
+    step_id: int | None = None  # the planned step it goes with; None: a stale row
+    file_id: int | None = None
+    is_best: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MiStudioPlan:
+    """The miStudio side of a plan: rows deleted once every planned file of their step is
+    gone, and stale rows (file already gone) deleted with ``--stale-records``."""
+
+    database: str  # user@host:port/db, never the password
+    rows: tuple[MiStudioRow, ...] = ()
+    stale: tuple[MiStudioRow, ...] = ()
+    stale_kept: int = 0  # stale rows in scope left alone (no --stale-records)
+    trainings: tuple[tuple[int, str], ...] = ()  # planned step id -> miStudio training id
+    force: bool = False  # protections were lifted: not checked again before the unlinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +291,7 @@ class Plan:
     foreign: tuple[ForeignFile, ...] = ()  # kept (not in ``steps``) unless include_foreign
     # folders above the steps to rmdir-if-empty after them (a whole training), deepest first
     training_dirs: tuple[tuple[str, ...], ...] = ()
+    mistudio: MiStudioPlan | None = None  # with --mistudio
 
     @property
     def files(self) -> tuple[PlannedFile, ...]:
@@ -306,6 +361,7 @@ class ExecuteResult:
     recovered: int = 0  # files of an interrupted earlier deletion finished first
     run_id: int | None = None  # its record in the deletion history
     appeared: tuple[str, ...] = ()  # files found in planned steps that the scan never saw
+    mistudio: MiStudioOutcome | None = None  # with --mistudio
 
     @property
     def deleted(self) -> tuple[ItemResult, ...]:
@@ -330,6 +386,53 @@ class ExecuteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class MiStudioOutcome:
+    """What a run did to miStudio's ``checkpoints`` rows."""
+
+    database: str
+    rows_deleted: int = 0  # rows of files this run (or an earlier one) deleted
+    rows_kept: int = 0  # rows of steps not every planned file of which went
+    stale_deleted: int = 0  # --stale-records
+    repaired: int = 0  # rows an interrupted earlier run left, deleted first
+    error: str | None = None  # the database failed after some unlinks: rows left, reported
+
+
+@dataclass(frozen=True, slots=True)
+class MiStudioPending:
+    """Rows an interrupted deletion meant to delete from miStudio after their files
+    (reported by read-only commands; the next deleting run with --mistudio removes them)."""
+
+    database: str
+    rows: int
+    steps: int
+    since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StaleTraining:
+    """A miStudio training with rows under the root but no step folder left."""
+
+    training_id: str
+    status: str
+    path: str  # where its folder would be
+    stale_rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class MiStudioSummary:
+    """The miStudio picture of one root, for ``ls`` and ``scan``."""
+
+    database: str
+    matched: int  # trainings under the root that miStudio knows
+    orphans: int  # step folders of those trainings with no row
+    stale_rows: int  # rows whose file is gone (stale-only trainings included)
+    stale_only: tuple[StaleTraining, ...] = ()
+    ambiguous: tuple[tuple[str, tuple[str, ...]], ...] = ()  # id -> folders (not matched)
+    unrecognised: int = 0  # rows whose storage_path is not under <id>/checkpoints/
+    pending: MiStudioPending | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Interrupted:
     """Rows an interrupted deletion claimed (``deleting``) and did not finish; reported by
     read-only commands, finished by the next deleting one."""
@@ -350,6 +453,7 @@ class FileBrief:
     training_id: int
     size_bytes: int
     pinned: bool = False  # its step is pinned: never marked
+    disk_bytes: int | None = None  # allocated bytes (None: not known)
 
 
 @dataclass(frozen=True, slots=True)
