@@ -140,7 +140,7 @@ async def mark_all_confirm(root: str, db: str) -> dict[str, float]:
         t_confirm = min(t for t, name in app._bench_screens if t >= t1 and name == "ConfirmScreen")
         # the dialog opens with the marks' figures; y works once the plan is checked
         screen = app.screen
-        await _until(lambda: not screen.facts.pending, pilot)
+        await _until(lambda: not screen.pending, pilot)
         t_checked = time.perf_counter()
         marked = len(app.marks.marked)
         await pilot.press("escape")

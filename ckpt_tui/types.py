@@ -31,6 +31,10 @@ class RowState(enum.StrEnum):
 MISTUDIO_PENDING = "mistudio-pending:"
 
 
+# miStudio training statuses its own retention skips: ckpt-tui protects them too
+MISTUDIO_ACTIVE = ("pending", "initializing", "running", "paused")
+
+
 @dataclass(frozen=True, slots=True)
 class MiStudioTraining:
     """What miStudio's database says about a training (``--mistudio``)."""
@@ -38,6 +42,10 @@ class MiStudioTraining:
     training_id: str  # miStudio's id, the training folder's name (``train_<8hex>``)
     status: str  # pending, initializing, running, paused, completed, failed, cancelled
     stale_rows: int = 0  # its checkpoint rows whose file is gone
+
+    @property
+    def active(self) -> bool:
+        return self.status in MISTUDIO_ACTIVE
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,6 +215,5 @@ class Marks:
 
 
 def _disk(b: FileBrief) -> int:
-    """Allocated bytes of a file in the map (apparent until the map carries disk bytes)."""
-    disk = getattr(b, "disk_bytes", None)
-    return disk if isinstance(disk, int) else b.size_bytes
+    """Allocated bytes of a file in the map (apparent when the map does not know them)."""
+    return b.disk_bytes if b.disk_bytes is not None else b.size_bytes

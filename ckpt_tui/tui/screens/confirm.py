@@ -85,11 +85,6 @@ class ConfirmScreen(Dialog[Plan | None]):
         self._load()
 
     @property
-    def facts(self) -> ConfirmScreen:
-        """The dialog itself: ``facts.pending`` is what benchmarks/tuibench.py waits on."""
-        return self
-
-    @property
     def force(self) -> bool:
         return self.query_one("#confirm-force", Tick).value
 

@@ -62,7 +62,7 @@ def group_protected(
                 where=where,
                 reasons=tuple(dict.fromkeys(reason(p.reason) for p in items)),
                 files=sum(1 for p in items if p.file_id is not None),
-                forcable=any(p.reason.endswith(FORCE_HINT) for p in items),
+                forcable=any(p.forcable for p in items),
                 open_file=any(p.needs_confirmation for p in items),
             )
         )
