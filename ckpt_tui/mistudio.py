@@ -38,11 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ckpt_tui.db import Database, FileRow, Step, Training
 from ckpt_tui.errors import CkptError
-from ckpt_tui.types import MiStudioStep, MiStudioTraining, StaleTraining
+from ckpt_tui.types import MISTUDIO_ACTIVE, MiStudioStep, MiStudioTraining, StaleTraining
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("pending", "initializing", "running", "paused")  # miStudio's retention skips these
+ACTIVE = MISTUDIO_ACTIVE  # miStudio's retention skips these
 BEST = "best in miStudio"
 NO_RECORD = "no miStudio record"
 CHECKPOINTS_DIR = "checkpoints"

@@ -167,7 +167,7 @@ class MiDB:
         status: str,
         losses: dict[int, float],
         layers: Sequence[int] = LAYERS,
-        hook: str = HOOK,
+        hook: str | None = HOOK,
     ) -> None:
         """A trainings row, then per step what miStudio's loop commits after saving the
         files: one row per layer, ``is_best`` moved to a step that beats the best so far."""
@@ -210,15 +210,16 @@ class MiDB:
                                 avg + 0.01 * (i - (len(layers) - 1) / 2),
                                 0.05 + 0.01 * i,
                                 f"/data/trainings/{tid}/checkpoints/checkpoint_{step}/"
-                                f"layer_{layer}_{hook}/checkpoint.safetensors",
+                                f"layer_{layer}{'_' + hook if hook else ''}/"
+                                "checkpoint.safetensors",
                                 is_best,
                                 json.dumps(
                                     {
                                         "layer_idx": layer,
-                                        "hook_type": hook,
+                                        "hook_type": hook or "residual",
                                         "num_sae_models": len(layers),
                                         "training_layers": list(layers),
-                                        "hook_types": [hook],
+                                        "hook_types": [hook or "residual"],
                                         "avg_loss": avg,
                                         "avg_sparsity": 0.05,
                                     }

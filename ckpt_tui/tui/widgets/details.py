@@ -11,7 +11,15 @@ from textual.widget import Widget
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.marks import Marks
 from ckpt_tui.tui.model import Kind, MarkState, Node, TreeModel
-from ckpt_tui.types import FileDetails, FileInfo, FileStatus, RootInfo, StepInfo, TrainingInfo
+from ckpt_tui.types import (
+    FileDetails,
+    FileInfo,
+    FileStatus,
+    MiStudioStep,
+    RootInfo,
+    StepInfo,
+    TrainingInfo,
+)
 
 MAX_TENSORS = 24
 MAX_FILES = 24
@@ -108,6 +116,10 @@ class DetailsPanel(Widget):
         ]
         if info.layer_count:
             out.append(_kv("layers", f"up to {info.layer_count} per step"))
+        if info.mistudio is not None:  # --mistudio
+            m = info.mistudio
+            stale = f", {fmt.count(m.stale_rows, 'stale row')} (file gone)" if m.stale_rows else ""
+            out.append(_kv("miStudio", m.status + stale, "bold $warning" if m.active else ""))
         if steps:
             infos = [s.info for s in steps if isinstance(s.info, StepInfo)]
             pinned = sum(1 for s in infos if s.pinned)
@@ -132,6 +144,8 @@ class DetailsPanel(Widget):
         ]
         if info.pinned:
             out.append(_kv("pinned", "⚑ never marked or deleted (p to unpin)", "$accent"))
+        if info.mistudio is not None:  # --mistudio
+            out.append(_kv("miStudio", _mistudio(info.mistudio)))
         for reason in info.protection:
             if reason != "pinned":
                 out.append(_kv("protected", f"⊘ {reason}", "$accent"))
@@ -193,6 +207,19 @@ class DetailsPanel(Widget):
             for k, v in sorted(details.metadata.items()):
                 out.append(Content.assemble((f"  {k}: ", "$text-muted"), v))
         return out
+
+
+def _mistudio(m: MiStudioStep) -> str:
+    if not m.rows:
+        return "no miStudio record"
+    parts = [fmt.count(m.rows, "row")]
+    if m.is_best:
+        parts.append("best")
+    if m.loss is not None:
+        parts.append(f"loss {m.loss:.4g}")
+    if m.l0_sparsity is not None:
+        parts.append(f"L0 {m.l0_sparsity:.4g}")
+    return ", ".join(parts)
 
 
 def _tensors(tensors: Sequence[object]) -> list[Content]:
