@@ -779,3 +779,37 @@ async def test_a_step_that_became_best_or_active_since_the_plan_is_left_alone(
     assert len(skipped) == 2 and all("checkpoint_1000" in p for p in skipped)
     assert on_disk(root, DONE) == [1000, 3000, 5000]
     assert (await asyncio.to_thread(mi.steps, DONE)) == {1000: 2, 3000: 2, 5000: 2}
+
+
+def test_a_database_failure_after_the_unlinks_stops_the_run_and_is_repaired(
+    tmp_path: Path, mi: MiDB, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ckpt_tui.mistudio import MiStudioError
+
+    root = studio(tmp_path, mi)
+
+    async def lost(*_a: object, **_k: object) -> int:
+        raise MiStudioError("miStudio database x is unreachable: connection lost")
+
+    monkeypatch.setattr(MiStudio, "delete_rows", lost)
+    code, out, err = cli("prune", str(root), "--keep", "1", "--yes", "--json", db=db, mi=mi)
+    monkeypatch.undo()
+    assert code == 1
+    result = json.loads(out)
+    assert "connection lost" in result["stopped"] and "the next deleting run" in result["stopped"]
+    assert result["mistudio"]["error"] and result["mistudio"]["rows_deleted"] == 0
+    assert on_disk(root, DONE) == [3000, 5000] and mi.steps(DONE)[1000] == 2
+    code, _, err = cli("ls", str(root), db=db, mi=mi)
+    assert code == 0 and "left 6 miStudio rows" in err
+    done = ok("prune", str(root), "--keep", "1", "--yes", db=db, mi=mi)
+    assert done["mistudio"]["repaired"] == 6 and mi.steps(DONE) == {3000: 2, 5000: 2}
+
+
+def test_without_mistudio_nothing_of_it_is_imported(tmp_path: Path) -> None:
+    from tests.test_cli_imports import imported, offenders
+
+    root = trainings_root(tmp_path)
+    make_training(root, DONE, [1, 2], layer_dirs())
+    for command in ("ls", "scan"):
+        names = imported(command, str(root), "--db", str(tmp_path / "index.sqlite3"))
+        assert offenders(names, ("ckpt_tui.mistudio", "asyncpg")) == [], command
