@@ -34,6 +34,7 @@ from ckpt_tui.tui.marks import Marks
 from ckpt_tui.tui.model import Kind, Node, TreeModel, training_of
 from ckpt_tui.tui.run import DeletionRun
 from ckpt_tui.tui.screens.help import HelpScreen
+from ckpt_tui.tui.screens.history import HistoryScreen
 from ckpt_tui.tui.widgets.details import DetailsPanel
 from ckpt_tui.tui.widgets.status import ProgressPanel, StatusBar, StatusFacts
 from ckpt_tui.tui.widgets.tree import CheckpointTree
@@ -363,6 +364,11 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def action_history(self) -> None:
+        if self.svc is None:
+            return
+        self.push_screen(HistoryScreen(self.svc, self.root_dir, self.units))
 
     def action_sort(self) -> None:
         sort = self.model.cycle_sort()

@@ -29,6 +29,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("s", "cycle the order of trainings and steps: step, size (biggest first), age"),
     ("a", "switch sizes between apparent size and disk usage"),
     ("v", "show / hide the details panel (hidden by default below 100 columns)"),
+    ("H", "deletion history: who deleted what, when, and what it freed"),
     ("Ctrl+P", "command palette: every action by name"),
     ("?", "this help (scrolls)"),
     ("q", "quit (asks first while a deletion runs)"),
@@ -52,6 +53,7 @@ BINDINGS: list[BindingType] = [
     Binding("r", "rescan", "Rescan", show=False, id="rescan"),
     Binding("a", "apparent", "Apparent/disk", show=False, id="apparent"),
     Binding("v", "details", "Details", show=False, id="details"),
+    Binding("H", "history", "History", show=False, id="history"),
 ]
 
 # (action, title, help) for the command palette
@@ -69,5 +71,6 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("details", "Show / hide details", "Toggle the details panel"),
     ("expand", "Expand row", "Expand the highlighted row"),
     ("collapse", "Collapse row", "Collapse the highlighted row"),
+    ("history", "Deletion history", "Who deleted what, when, and what it freed"),
     ("help", "Help", "Keys and glyphs"),
 )
