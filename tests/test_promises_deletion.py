@@ -90,13 +90,13 @@ async def test_file_rewritten_in_place_with_same_size_and_inode_survives_by_its_
     assert target.read_bytes() == new_bytes, "a file changed since the scan was deleted"
     by_path = {r.path: r for r in result.results}
     assert by_path[str(target)].outcome == Outcome.CHANGED
-    assert "changed since the scan" in (by_path[str(target)].error or "")
+    assert by_path[str(target)].error == "changed since the scan; left alone"
     assert [r.path for r in result.changed] == [str(target)]
     assert not result.ok
     assert all(not p.exists() for p in others)
     assert {r.path for r in result.deleted} == {str(p) for p in others}
     state, error = _rows(db)[f"t/checkpoints/checkpoint_100/{LAYERS[0]}/checkpoint.safetensors"]
-    assert state == "active" and error and "changed since the scan" in error
+    assert (state, error) == ("active", "changed since the scan; left alone")
     assert (ck / "checkpoint_100" / LAYERS[0]).is_dir()
 
 
@@ -252,10 +252,100 @@ async def test_directory_swapped_for_a_symlink_before_the_deletion_starts(
     redirected = [str(swapped / "checkpoint.safetensors")] if shape == "layer" else [
         str(step / layer / "checkpoint.safetensors") for layer in LAYERS]
     assert sorted(r.path for r in refused) == sorted(redirected)
-    assert all("symlink" in (r.error or "") for r in refused), [r.error for r in refused]
+    assert {r.error for r in refused} == {
+        "a directory on its path is now a symlink or not a directory; refused"}
     assert not result.ok
     if shape == "layer":  # the layers that were not swapped went as planned
         assert {r.path for r in result.deleted} == {
             str(step / layer / "checkpoint.safetensors") for layer in LAYERS[1:]}
     else:
         assert result.deleted == ()
+
+
+# ---------------------------------------------------------------------------- per-file faults
+
+
+async def test_file_replaced_by_a_symlink_is_left_alone_as_a_type_change(tmp_path: Path) -> None:
+    """The scanned regular file became a symlink to a file elsewhere: never followed (the stat
+    does not follow it), never unlinked, reported with the type change."""
+    root, ck = _tree(tmp_path)
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    elsewhere.write_bytes(b"precious")
+    db = tmp_path / "index.sqlite3"
+    svc, root_id = await _open_scan(db, root)
+    try:
+        plan = await _plan_step(svc, root_id, 100)
+        target = _files(ck, 100)[0]
+        target.unlink()
+        target.symlink_to(elsewhere)
+        result = await svc.execute(plan)
+    finally:
+        await svc.close()
+    assert target.is_symlink() and elsewhere.read_bytes() == b"precious"
+    r = next(r for r in result.results if r.path == str(target))
+    assert (r.outcome, r.error) == (Outcome.CHANGED, "changed type since the scan; left alone")
+    assert _rows(db)[f"t/checkpoints/checkpoint_100/{LAYERS[0]}/checkpoint.safetensors"] == (
+        "active", "changed type since the scan; left alone")
+
+
+async def test_refused_unlink_keeps_the_row_with_the_os_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root ignores permission bits, so EACCES is produced by making ``os.unlink`` raise."""
+    import errno
+
+    root, ck = _tree(tmp_path)
+    db = tmp_path / "index.sqlite3"
+    target, *others = _files(ck, 100)
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *, dir_fd: int | None = None) -> None:
+        if dir_fd is not None and os.readlink(f"/proc/self/fd/{dir_fd}") == str(target.parent):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+        real_unlink(path, dir_fd=dir_fd)
+
+    svc, root_id = await _open_scan(db, root)
+    try:
+        plan = await _plan_step(svc, root_id, 100)
+        monkeypatch.setattr(fs.os, "unlink", unlink)
+        result = await svc.execute(plan)
+        monkeypatch.undo()
+    finally:
+        await svc.close()
+    assert target.exists() and not any(p.exists() for p in others)
+    r = next(r for r in result.results if r.path == str(target))
+    assert (r.outcome, r.error) == (Outcome.FAILED, "Permission denied (EACCES)")
+    assert [x.path for x in result.failed] == [str(target)]
+    assert _rows(db)[f"t/checkpoints/checkpoint_100/{LAYERS[0]}/checkpoint.safetensors"] == (
+        "active", "Permission denied (EACCES)")
+
+
+async def test_io_error_on_stat_stops_the_batch_with_the_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing disk (EIO) cannot be produced on demand: ``os.stat`` is made to raise it for
+    the second file. Nothing after it is touched; the message names the file."""
+    import errno
+
+    root, ck = _tree(tmp_path)
+    db = tmp_path / "index.sqlite3"
+    first, second, third = _files(ck, 100)
+    real_stat = os.stat
+
+    def stat(path: Any, *a: Any, dir_fd: int | None = None, **kw: Any) -> os.stat_result:
+        if dir_fd is not None and os.readlink(f"/proc/self/fd/{dir_fd}") == str(second.parent):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), os.fsdecode(path))
+        if dir_fd is None:
+            return real_stat(path, *a, **kw)
+        return real_stat(path, *a, dir_fd=dir_fd, **kw)
+
+    svc, root_id = await _open_scan(db, root)
+    try:
+        plan = await _plan_step(svc, root_id, 100)
+        monkeypatch.setattr(fs.os, "stat", stat)
+        result = await svc.execute(plan)
+        monkeypatch.undo()
+    finally:
+        await svc.close()
+    assert result.stopped == (f"stopped: {second}: Input/output error; nothing after it was "
+                              "touched, run again to resume")
+    assert not first.exists() and second.exists() and third.exists()
+    assert [r.path for r in result.deleted] == [str(first)]
