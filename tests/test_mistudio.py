@@ -759,7 +759,7 @@ def test_a_kill_between_the_unlinks_and_the_row_delete_is_repaired_by_the_next_d
     assert code == 0 and "interrupted" not in err
 
 
-async def test_a_step_that_became_best_or_active_since_the_plan_is_left_alone(
+async def test_a_step_that_became_best_since_the_plan_is_left_alone(
     tmp_path: Path, mi: MiDB, db: str
 ) -> None:
     root = trainings_root(tmp_path)
