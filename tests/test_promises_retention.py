@@ -99,3 +99,12 @@ def test_rules_refuse_nonsense_with_their_messages() -> None:
         with pytest.raises(ValueError) as err:
             Rules(**kwargs)  # type: ignore[arg-type]
         assert str(err.value) == message
+
+
+def test_a_broken_step_tied_with_the_newest_valid_number_is_kept_as_in_progress() -> None:
+    facts = [StepFacts(id=1, step=100, pinned=False, mtime_ns=0),
+             StepFacts(id=2, step=300, pinned=False, mtime_ns=0),
+             StepFacts(id=3, step=300, pinned=False, mtime_ns=0, valid=False)]  # checkpoint-300
+    d = decide(facts, Rules(keep=1))
+    assert d.keep == {2: ("newest",), 3: (IN_PROGRESS,)}
+    assert d.delete == (1,)
