@@ -193,7 +193,9 @@ def render(explained: dict[str, str]) -> tuple[str, int]:
              "score | unexplained |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     unexplained_total = 0
-    for r in results:
+    # "after": the survivors re-tested once new tests were written; that is the standing.
+    current = [{**r, **r["after"]} if r.get("after") else r for r in results]
+    for r in current:
         c = collections.Counter(r["counts"])
         killed, surv, tout = c["killed"], c["survived"], c["timeout"]
         denom = killed + surv + tout
@@ -204,9 +206,15 @@ def render(explained: dict[str, str]) -> tuple[str, int]:
         lines.append(f"| {r['module']} | {r['commit'][:12]} | {run}, {r['date']}, "
                      f"{r['seconds']} s | {sum(c.values())} | {killed} | {surv} | {tout} | "
                      f"{c['no tests']} | {score} | {len(unexplained)} |")
-    for r in results:
-        lines += ["", f"## {r['module']}", "",
-                  f"Tests: {', '.join('`' + t + '`' for t in r['tests'])}.", ""]
+    for before, r in zip(results, current, strict=True):
+        lines += ["", f"## {r['module']}", ""]
+        if before.get("after"):
+            b = collections.Counter(before["counts"])
+            lines += [f"Before: {b['killed']} killed, {b['survived']} survived, "
+                      f"{b['timeout']} timeout, {b['no tests']} no tests "
+                      f"(commit {before['commit'][:12]}, full run).", "",
+                      f"After: {before['after']['note']}", ""]
+        lines += [f"Tests: {', '.join('`' + t + '`' for t in r['tests'])}.", ""]
         if r.get("deselected_failing"):
             lines += ["Deselected, failing on this commit before any mutation: "
                       + ", ".join(f"`{t}`" for t in r["deselected_failing"]) + ".", ""]
