@@ -149,7 +149,7 @@ class Deleter:
         known = _known_files(plan)
         async with deletion_claim(self.db):
             with deletion_lock(self.db):
-                run_id = await history.start(self.db, plan, ctx or history.RunContext())
+                run_id = await self._start_record(plan, ctx)
                 try:
                     recovered = await self._recover_locked(run_id)
                     if mi is not None:
@@ -425,6 +425,19 @@ class Deleter:
         if (handle.dev, handle.ino) != (row.dev, row.ino):
             raise RootError(f"root {row.path} was replaced since it was scanned; scan it again")
         return handle
+
+    async def _start_record(self, plan: Plan, ctx: history.RunContext | None) -> int:
+        """The run's history row, committed before anything else; a locked or failing
+        index refuses the whole run (nothing was deleted yet)."""
+        try:
+            return await history.start(self.db, plan, ctx or history.RunContext())
+        except (DBAPIError, SQLAlchemyError) as exc:
+            if is_locked_error(exc):
+                raise IndexBusy(f"index {self.db.display} is locked; nothing was deleted") from None
+            raise IndexError_(
+                f"cannot record the deletion in index {self.db.display}: "
+                f"{describe_error(exc)}; nothing was deleted"
+            ) from None
 
     async def _claim(
         self,

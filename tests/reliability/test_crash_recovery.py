@@ -155,8 +155,8 @@ async def test_crash_at_each_named_point(tmp_path: Path, monkeypatch: pytest.Mon
             raise Crash
 
         def claim_then_crash(orig):  # type: ignore[no-untyped-def]
-            async def claim(self: Deleter, ids: list[int]) -> set[int]:
-                await orig(self, ids)
+            async def claim(self: Deleter, ids: list[int], *a: object, **k: object) -> set[int]:
+                await orig(self, ids, *a, **k)
                 raise Crash
             return claim
 

@@ -65,9 +65,9 @@ def test_newest_step_protected_unless_forced(tmp_path: Path) -> None:
     assert all("newest step" in r for r in reasons.values())
     forced = _dry(root, db, "rm", root, newest, "--force")
     assert _planned(forced) == {str(p) for p in tree.files_of("train_000", 1000)}
-    # Without --force, `rm --yes` leaves it on disk.
+    # Without --force, `rm --yes` leaves it on disk and says why: exit 1, every target protected
     proc = run_cli("rm", root, newest, "--yes", "--json", "--db", db)
-    assert proc.returncode == 0
+    assert proc.returncode == 1 and "every target is protected" in proc.stderr
     assert all(p.exists() for p in tree.files_of("train_000", 1000))
 
 

@@ -154,9 +154,13 @@ async def test_symlinked_dirs_at_scan_time_are_never_followed(tmp_path: Path,
         result = await svc.execute(plan)
     victim.assert_intact()
     assert result.ok, result.failed
-    # The link went as a link: its target's bytes are not counted as freed.
+    # The link is not the trainer's: foreign, kept (as a link) and named; its target's bytes
+    # are never counted as freed.
+    assert [f.path for f in plan.foreign] == [str(ck / "checkpoint_100" / "layer_1")]
     assert result.freed_bytes == freeable
-    assert not (ck / "checkpoint_100").exists() and not (ck / "checkpoint_200").exists()
+    assert sorted(p.name for p in (ck / "checkpoint_100").iterdir()) == ["layer_1"]
+    assert (ck / "checkpoint_100" / "layer_1").is_symlink()
+    assert not (ck / "checkpoint_200").exists()
     assert (ck / "checkpoint_150").is_symlink()
 
 
