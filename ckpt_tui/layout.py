@@ -101,8 +101,9 @@ def is_saelens_step(file_names: Iterable[str]) -> bool:
 
 
 def step_layout(dirname: str, has_layer_dirs: bool) -> str:
-    """The layout of a step folder, from its name and whether it holds ``layer_*`` folders."""
-    if parse_step_dir(dirname) is None:
+    """The layout of a step folder (a ``step_candidate`` name), from its name and whether it
+    holds ``layer_*`` folders."""
+    if not dirname.startswith("checkpoint"):
         return LAYOUT_SAELENS
     if has_layer_dirs:
         return LAYOUT_MISTUDIO

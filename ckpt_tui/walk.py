@@ -39,6 +39,7 @@ MAX_DEPTH = 64  # directories deeper than this below the root are not searched f
 MAX_STORED_TENSORS = 256  # keep the index small for models with thousands of tensors
 SAFETENSORS_SUFFIX = layout.SAFETENSORS_SUFFIX
 ROLE_ARTIFACT = layout.ROLE_ARTIFACT
+MAX_ROLE_CACHE = 1 << 16  # relpaths whose role is remembered per layout (then start over)
 # Step problems found by the walk (stored in steps.problems, shown to users)
 EMPTY = "empty"  # no file at all under the step folder
 NO_ARTIFACTS = "no checkpoint files"  # only files its layout does not name
@@ -66,8 +67,9 @@ class ScannedFile:
     role: str = "artifact"  # or "foreign": not a file the step's layout names (db ROLE_*)
 
 
-RawFile = tuple[str, str | None, str, os.stat_result, int, str]
+RawFile = tuple[str, str | None, str, os.stat_result, int]
 Entries = list[os.DirEntry[str]]
+Listed = dict[str, Entries]  # entries of subfolders, by name, listed while recognising a step
 
 
 @dataclass(slots=True)
@@ -83,7 +85,7 @@ class ScannedStep:
     problems: list[str] = field(default_factory=list)  # found at scan time (missing shards, ...)
     config: dict[str, str] | None = None  # SAELens cfg.json summary
     layout: str = ""  # layout.LAYOUT_*: decides which files are artifacts
-    # (relpath, first component, absolute path, lstat, size, role) of every file, until resolved
+    # (relpath, first component, absolute path, lstat, size) of every file, until resolved
     raw: list[RawFile] = field(default_factory=list)
 
 
@@ -163,6 +165,7 @@ class Walker:
         self.batch_files = batch_files
         self.batch_seconds = batch_seconds
         self._pool: ThreadPoolExecutor | None = None
+        self._roles: dict[str, _Roles] = {}  # by layout
         self._out: list[ScannedStep] = []
         self._out_files = 0
         self._out_since = time.monotonic()
@@ -194,7 +197,7 @@ class Walker:
 
     def _walk(self, start: tuple[str, ...], descend: bool) -> None:
         # (components, path, entries if already listed, listings of its children if any)
-        stack: list[tuple[tuple[str, ...], str, Entries | None, dict[str, Entries] | None]] = [
+        stack: list[tuple[tuple[str, ...], str, Entries | None, Listed | None]] = [
             (start, os.path.join(self.root, *start), None, None)
         ]
         notes = self.stats.notes
@@ -217,99 +220,78 @@ class Walker:
                     notes.append(f"skipped {entry.path!r}: name is not UTF-8")
                     continue
                 found = layout.step_candidate(name)
-                if found is None:
-                    if deeper:
-                        stack.append(((*parts, name), entry.path, None, None))
-                    elif descend:
-                        notes.append(
-                            f"not searched below {entry.path}: deeper than {MAX_DEPTH} directories"
-                        )
-                    continue
-                inner = listed.get(name) if listed else None
-                if inner is None:
-                    inner = self._list(entry.path)
+                inner: Entries | None = None
+                children: Listed | None = None
+                if found is not None:  # a step by its name: its content decides
+                    inner = listed.get(name) if listed else None
                     if inner is None:
-                        continue
-                kind, children = self._classify(name, found[1], inner)
-                if kind is None:  # not a step: walk into it, with the listings already made
-                    if deeper:
-                        stack.append(((*parts, name), entry.path, inner, children))
-                    elif descend:
-                        notes.append(
-                            f"not searched below {entry.path}: deeper than {MAX_DEPTH} directories"
+                        inner = self._list(entry.path)
+                        if inner is None:
+                            continue
+                    if found[1] == "step" or _holds_saelens_weights(inner):
+                        if training is None:
+                            training = (
+                                layout.join_parts(parts),
+                                layout.training_name(parts, self.root),
+                            )
+                        rel = f"{layout.join_parts(parts)}/{name}" if parts else name
+                        scanned = ScannedStep(
+                            training[0], training[1], found[0], name, rel, unit=found[1]
                         )
-                    continue
-                if training is None:
-                    training = (layout.join_parts(parts), layout.training_name(parts, self.root))
-                rel = f"{layout.join_parts(parts)}/{name}" if parts else name
-                scanned = ScannedStep(
-                    training[0], training[1], found[0], name, rel, unit=found[1], layout=kind
-                )
-                self._step(scanned, entry.path, inner, children)
+                        children = self._step(scanned, entry.path, inner)
+                        if children is None:
+                            continue  # a step, emitted
+                    # not a step (no SAELens weights, or it holds step folders): walked into,
+                    # with the listings already made
+                if deeper:
+                    stack.append(((*parts, name), entry.path, inner, children))
+                elif descend:
+                    notes.append(
+                        f"not searched below {entry.path}: deeper than {MAX_DEPTH} directories"
+                    )
             self.tick(self.stats, path)
 
-    def _classify(
-        self, name: str, unit: str, entries: Entries
-    ) -> tuple[str | None, dict[str, Entries] | None]:
-        """(layout, listings of children read to decide) of a candidate step folder, whose
-        own listing is ``entries``; layout None when it is not a step (walk into it)."""
-        if unit == "samples" and not layout.is_saelens_step(
-            {e.name for e in entries if e.is_file(follow_symlinks=False)}
-        ):
-            return None, None  # no SAELens weights: evaluation output, a sweep, a date...
-        has_layers = False
-        children: dict[str, Entries] | None = None
-        for e in entries:
-            if not e.is_dir(follow_symlinks=False):
-                continue
-            child = e.name
-            if child.startswith("layer_"):
-                if not has_layers and layout.parse_layer_dir(child) is not None:
-                    has_layers = True
-                continue
-            found = layout.step_candidate(child)
-            if found is None:
-                continue
-            if found[1] == "step":
-                return None, children  # holds checkpoint_<n>: a folder of runs, not a step
-            # a numeric folder inside: a SAELens step (so this is no step) only if its content
-            # says so; its listing is kept for the walk that follows either way
+    def _holds_steps(self, suspects: Entries) -> tuple[bool, Listed]:
+        """Whether any of these subfolders of a candidate step (named like steps) is a step
+        folder, and the listings read to tell: ``checkpoint_<n>`` is one by its name, a
+        numeric folder only with SAELens weights."""
+        listed: Listed = {}
+        for e in suspects:
+            if layout.parse_step_dir(e.name) is not None:
+                return True, listed
             sub = self._list(e.path)
             if sub is None:
                 continue
-            if children is None:
-                children = {}
-            children[child] = sub
-            if layout.is_saelens_step({f.name for f in sub if f.is_file(follow_symlinks=False)}):
-                return None, children
-        return layout.step_layout(name, has_layers), children
+            listed[e.name] = sub
+            if _holds_saelens_weights(sub):
+                return True, listed
+        return False, listed
 
-    def _step(
-        self,
-        scanned: ScannedStep,
-        step_path: str,
-        entries: Entries,
-        listed: dict[str, Entries] | None,
-    ) -> None:
-        """Every file below one step directory (its listing given): lstat facts and role
-        (headers come later)."""
+    def _step(self, scanned: ScannedStep, step_path: str, entries: Entries) -> Listed | None:
+        """Every file below a candidate step folder (its entries given): lstat facts (roles
+        and headers come later). None once emitted; the listings made so far when its
+        subfolders show it is not a step but a folder of steps (nothing emitted)."""
         stats = self.stats
         notes = stats.notes
+        first_note = len(notes)
         raw = scanned.raw
         append = raw.append
         is_reg = stat.S_ISREG
-        kind = scanned.layout
-        role_of = layout.role_of
-        artifacts = 0
         json_files = False
-        # (components inside the step, absolute path, listing if made); relpaths join with "/"
+        has_layers = False
+        suspects: Entries = []  # subfolders named like steps
+        # (components inside the step, absolute path, entries if listed); joined with "/"
         stack: list[tuple[tuple[str, ...], str, Entries | None]] = [((), step_path, entries)]
         while stack:
             inner, path, listing = stack.pop()
             if listing is None:
-                listing = self._list(path)
-                if listing is None:
+                try:
+                    with os.scandir(path) as it:
+                        listing = list(it)
+                except OSError as err:
+                    notes.append(f"skipped {path}: {describe_oserror(err)}")
                     continue
+                stats.dirs += 1
             prefix = "/".join(inner) + "/" if inner else ""
             top = inner[0] if inner else None
             for entry in listing:
@@ -320,9 +302,17 @@ class Walker:
                 try:
                     # d_type answers "directory?" without a syscall; files need the stat anyway
                     if entry.is_dir(follow_symlinks=False):
+                        if not inner:  # the step's own subfolders say what it is
+                            c = name[0]
+                            if c == "l":
+                                if not has_layers and layout.parse_layer_dir(name) is not None:
+                                    has_layers = True
+                            elif (c == "c" or c == "f" or c.isdigit()) and layout.step_candidate(
+                                name
+                            ) is not None:
+                                suspects.append(entry)
                         if len(inner) < MAX_DEPTH:
-                            pre = listed.get(name) if listed and not inner else None
-                            stack.append(((*inner, name), entry.path, pre))
+                            stack.append(((*inner, name), entry.path, None))
                         else:
                             notes.append(
                                 f"not listed: {entry.path} is deeper than "
@@ -342,19 +332,29 @@ class Walker:
                 stats.bytes += size
                 if name.endswith(".json"):
                     json_files = True
-                rel = prefix + name
-                role = role_of(kind, rel)
-                if role == ROLE_ARTIFACT:
-                    artifacts += 1
-                append((rel, top, entry.path, st, size, role))
-        if not raw:
-            scanned.problems.append(EMPTY)  # a bare mkdir, or debris of an older cleaner
-        elif not artifacts:
-            scanned.problems.append(NO_ARTIFACTS)
+                append((prefix + name, top, entry.path, st, size))
+            if not inner:  # the step's own entries are done: is it a step, and which layout
+                if suspects:
+                    top_notes = len(notes)
+                    nested, peeked = self._holds_steps(suspects)
+                    if nested:  # a folder of steps: undone, the walk goes into it (and notes
+                        # what it finds there itself)
+                        stats.files -= len(raw)
+                        stats.bytes -= sum(r[4] for r in raw)
+                        del notes[first_note:top_notes]
+                        raw.clear()
+                        return peeked
+                    # a step after all: the subfolders listed to tell are not listed again
+                    stack = [
+                        (sub, at, peeked.get(sub[0]) if got is None else got)
+                        for sub, at, got in stack
+                    ]
+                scanned.layout = layout.step_layout(scanned.dirname, has_layers)
         if json_files or scanned.unit == "samples":
             step_checks(scanned, step_path)
         stats.steps += 1
         self._resolve(scanned)
+        return None
 
     def _resolve(self, scanned: ScannedStep) -> None:
         """Compare a step's files with the index; read headers of new or changed ones."""
@@ -362,7 +362,12 @@ class Walker:
         stats = self.stats
         to_read: list[ScannedFile] = []
         layers: dict[str | None, layout.LayerName | None] = {}
-        for relpath, top, path, st, size, role in scanned.raw:
+        kind = scanned.layout
+        roles = self._roles.get(kind)  # role by relpath: the same names recur in every step
+        if roles is None:
+            roles = self._roles[kind] = _Roles(kind)
+        for relpath, top, path, st, size in scanned.raw:
+            role = roles[relpath]
             row = rows.get(relpath)
             is_st = relpath.endswith(SAFETENSORS_SUFFIX) and stat.S_ISREG(st.st_mode)
             same = (
@@ -388,6 +393,10 @@ class Walker:
                 f.path = path
                 to_read.append(f)
             scanned.files.append(f)
+        if not scanned.raw:
+            scanned.problems.insert(0, EMPTY)  # a bare mkdir, or debris of an older cleaner
+        elif not any(roles[r[0]] == ROLE_ARTIFACT for r in scanned.raw):
+            scanned.problems.insert(0, NO_ARTIFACTS)
         scanned.raw = []
         if to_read:
             self._read_headers(to_read)
@@ -445,8 +454,28 @@ class Walker:
 _NO_ROWS: dict[str, KnownRow] = {}
 
 
+class _Roles(dict[str, str]):
+    """``layout.file_role`` of relpaths inside steps of one layout, remembered (the same
+    names recur in every step); bounded: forgotten all at once when full."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def __missing__(self, relpath: str) -> str:
+        if len(self) >= MAX_ROLE_CACHE:
+            self.clear()
+        role = self[relpath] = layout.file_role(self.kind, tuple(relpath.split("/")))
+        return role
+
+
 def _entry_name(entry: os.DirEntry[str]) -> str:
     return entry.name
+
+
+def _holds_saelens_weights(entries: Entries) -> bool:
+    """Whether a folder's entries make it a SAELens step (weights directly inside)."""
+    return layout.is_saelens_step({e.name for e in entries if e.is_file(follow_symlinks=False)})
 
 
 SAE_WEIGHTS = layout.SAE_WEIGHTS

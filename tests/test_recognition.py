@@ -35,12 +35,24 @@ async def _scan(svc: CheckpointService, root: Path) -> int:
 
 
 async def _trainings(svc: CheckpointService, root: Path) -> dict[str, tuple[str, list[int]]]:
-    """{training path relative to the root: (name, step numbers)} as listed after a scan."""
+    """After a scan of ``root``: {training relpath: (name, step numbers)} as the index holds
+    them (relpath: the folder holding the steps, relative to the root)."""
     root_id = await _scan(svc, root)
-    out = {}
+    async with svc.db.sessions() as session:
+        q = (
+            select(Training.relpath, Training.name, Step.step)
+            .join(Step, Step.training_id == Training.id)
+            .where(Training.root_id == root_id)
+            .order_by(Step.step)
+        )
+        out: dict[str, tuple[str, list[int]]] = {}
+        for rel, name, step in (await session.execute(q)).all():
+            out.setdefault(rel, (name, []))[1].append(step)
+    # and the service lists the same steps
+    listed = []
     for t in await svc.trainings(root_id):
-        rel = Path(t.path).relative_to(root).as_posix() if t.path != str(root) else ""
-        out[rel] = (t.name, [s.step for s in await svc.steps(t.id)])
+        listed += [s.step for s in await svc.steps(t.id)]
+    assert sorted(listed) == sorted(n for _, steps in out.values() for n in steps)
     return out
 
 
@@ -215,17 +227,18 @@ async def test_scanning_one_training_leaves_a_nested_family_alone(tmp_path: Path
     make_training(root, "exp", [1, 2], layers=("layer_7",))
     make_training(root, "exp", [10, 20], layers=("layer_7",), checkpoints_dir=False)
     root_id = await _scan(svc, root)
-    outer = next(t for t in await svc.trainings(root_id) if t.path == str(root / "exp"))
+    async with svc.db.sessions() as session:
+        outer = (
+            await session.execute(select(Training.id).where(Training.relpath == "exp"))
+        ).scalar_one()
     write_checkpoint(root / "exp" / "checkpoint_30" / "layer_7" / "checkpoint.safetensors", 30)
-    result = await svc.scan(str(root), training_id=outer.id)
+    result = await svc.scan(str(root), training_id=outer)
     assert result.steps == 3  # only exp/checkpoint_*: exp/checkpoints/ is another training
-    trainings = {
-        t.path: [s.step for s in await svc.steps(t.id)] for t in await svc.trainings(root_id)
+    assert await _trainings(svc, root) == {
+        "exp": ("exp", [10, 20, 30]),
+        "exp/checkpoints": ("exp", [1, 2]),
     }
-    assert trainings == {
-        str(root / "exp"): [10, 20, 30],
-        str(root / "exp" / "checkpoints"): [1, 2],
-    }
+    assert root_id == (await svc.get_root(str(root))).id  # type: ignore[union-attr]
 
 
 # -- 3. which files belong to a step -----------------------------------------------------------
