@@ -21,8 +21,14 @@ PROBE = (
 def _profile(**env: str) -> str:
     full = {k: v for k, v in os.environ.items() if k not in ("CI", "HYPOTHESIS_PROFILE")}
     full.update(env)
-    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=full,
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return proc.stdout.strip()
 
 

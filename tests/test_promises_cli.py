@@ -36,11 +36,17 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _cli(*args: object, env: dict[str, str] | None = None, **kw: object
-         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ckpt_tui", *map(str, args)],
-                          capture_output=True, text=True, timeout=120,
-                          env=env or _env(), **kw)  # type: ignore[call-overload]
+def _cli(
+    *args: object, env: dict[str, str] | None = None, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ckpt_tui", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env or _env(),
+        **kw,
+    )  # type: ignore[call-overload]
 
 
 def _tree(tmp_path: Path) -> tuple[Path, Path]:
@@ -95,9 +101,15 @@ class Pty:
     def __init__(self, *args: object, env: dict[str, str] | None = None) -> None:
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))
-        self.proc = subprocess.Popen([sys.executable, "-m", "ckpt_tui", *map(str, args)],
-                                     stdin=slave, stdout=slave, stderr=slave, env=env or _env(),
-                                     close_fds=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ckpt_tui", *map(str, args)],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env or _env(),
+            close_fds=True,
+            start_new_session=True,
+        )
         os.close(slave)
         self.out = ""
 
@@ -165,8 +177,12 @@ def hold_open() -> Iterator[object]:
     procs: list[subprocess.Popen[str]] = []
 
     def hold(path: Path) -> subprocess.Popen[str]:
-        p = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         procs.append(p)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"  # a handshake
         return p
@@ -207,8 +223,18 @@ def test_open_file_is_never_deleted_by_yes_alone(tmp_path: Path, hold_open: obje
     db = tmp_path / "index.sqlite3"
     busy, other = _files(ck, 100)
     hold_open(busy)  # type: ignore[operator]
-    proc = _cli("prune", root, "--keep", "1", "--force", "--yes", "--json", "--db", db,
-                stdin=subprocess.DEVNULL)
+    proc = _cli(
+        "prune",
+        root,
+        "--keep",
+        "1",
+        "--force",
+        "--yes",
+        "--json",
+        "--db",
+        db,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert busy.exists() and not other.exists()
@@ -254,11 +280,15 @@ def test_ckpt_tui_db_is_honoured_and_the_default_is_the_user_data_dir(tmp_path: 
     assert _everything(root) == before, "scanning wrote inside the root"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: README says the index is never inside a "
-                   "scanned root, but a root that contains the user data directory (e.g. "
-                   "`ckpt-tui scan ~`) gets its index written inside it")
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14: README says the index is never inside a "
+    "scanned root, but a root that contains the user data directory (e.g. "
+    "`ckpt-tui scan ~`) gets its index written inside it",
+)
 def test_default_index_is_not_written_inside_a_root_that_contains_the_data_dir(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     home = tmp_path / "home"
     make_training(home / "runs", "t", (100, 200), layers=LAYERS)
     env = _env(HOME=str(home), XDG_DATA_HOME=str(home / ".local" / "share"))

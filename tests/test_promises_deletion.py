@@ -43,7 +43,8 @@ def _rows(db: Path) -> dict[str, tuple[str, str | None]]:
     try:
         rows = con.execute(
             "SELECT s.relpath, f.relpath, f.state, f.error FROM files f "
-            "JOIN steps s ON s.id = f.step_id").fetchall()
+            "JOIN steps s ON s.id = f.step_id"
+        ).fetchall()
     finally:
         con.close()
     return {f"{s}/{f}": (state, err) for s, f, state, err in rows}
@@ -67,7 +68,8 @@ async def _plan_step(svc: CheckpointService, root_id: int, step: int) -> Any:
 
 
 async def test_file_rewritten_in_place_with_same_size_and_inode_survives_by_its_mtime(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Only the mtime tells this file changed: same inode (rewritten in place), same size.
     It must survive, be reported CHANGED, and keep its row with the reason."""
     root, ck = _tree(tmp_path)
@@ -157,7 +159,8 @@ def test_file_that_appeared_in_a_step_since_the_scan_is_reported(tmp_path: Path)
 
 
 async def test_cancel_during_a_step_stops_before_the_next_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Esc "after the current file": cancel set while the first file is being unlinked; the
     other files of the same step must survive and the result says cancelled.
 
@@ -183,8 +186,9 @@ async def test_cancel_during_a_step_stops_before_the_next_file(
         plan = await _plan_step(svc, root_id, 100)
         assert plan.file_count == 3
         monkeypatch.setattr(fs.os, "unlink", unlink)
-        result = await svc.execute(plan, lambda p: seen.append(p.item.outcome) if p.item else None,
-                                   cancel)
+        result = await svc.execute(
+            plan, lambda p: seen.append(p.item.outcome) if p.item else None, cancel
+        )
         monkeypatch.undo()
     finally:
         await svc.close()
@@ -197,8 +201,10 @@ async def test_cancel_during_a_step_stops_before_the_next_file(
     assert sorted(r.path for r in skipped) == sorted(map(str, rest))
     assert seen[:1] == [Outcome.DELETED]
     rows = _rows(db)
-    assert all(rows[f"t/checkpoints/checkpoint_100/{layer}/checkpoint.safetensors"] ==
-               ("active", None) for layer in LAYERS[1:])
+    assert all(
+        rows[f"t/checkpoints/checkpoint_100/{layer}/checkpoint.safetensors"] == ("active", None)
+        for layer in LAYERS[1:]
+    )
     assert f"t/checkpoints/checkpoint_100/{LAYERS[0]}/checkpoint.safetensors" not in rows
 
 
@@ -211,7 +217,8 @@ def _digest(p: Path) -> str:
 
 @pytest.mark.parametrize("shape", ["layer", "step"])
 async def test_directory_swapped_for_a_symlink_before_the_deletion_starts(
-        tmp_path: Path, shape: str) -> None:
+    tmp_path: Path, shape: str
+) -> None:
     """The swap lands between planning and execute, before the deleter opens any directory
     fd, so fd pinning cannot help: only ``O_NOFOLLOW`` stops the open of the swapped name.
 
@@ -243,21 +250,28 @@ async def test_directory_swapped_for_a_symlink_before_the_deletion_starts(
     finally:
         await svc.close()
     assert {p: _digest(p) for p in backup.rglob("*.safetensors") if p.exists()} == victims, (
-        "a deletion was redirected through the swapped-in symlink")
+        "a deletion was redirected through the swapped-in symlink"
+    )
     moved = swapped.with_name(swapped.name + ".moved")
     assert moved.is_dir() and any(moved.rglob("checkpoint.safetensors")), (
-        "the real files behind the swap are untouched: nothing reached them either")
+        "the real files behind the swap are untouched: nothing reached them either"
+    )
     assert swapped.is_symlink()
     refused = [r for r in result.results if r.outcome == Outcome.FAILED]
-    redirected = [str(swapped / "checkpoint.safetensors")] if shape == "layer" else [
-        str(step / layer / "checkpoint.safetensors") for layer in LAYERS]
+    redirected = (
+        [str(swapped / "checkpoint.safetensors")]
+        if shape == "layer"
+        else [str(step / layer / "checkpoint.safetensors") for layer in LAYERS]
+    )
     assert sorted(r.path for r in refused) == sorted(redirected)
     assert {r.error for r in refused} == {
-        "a directory on its path is now a symlink or not a directory; refused"}
+        "a directory on its path is now a symlink or not a directory; refused"
+    }
     assert not result.ok
     if shape == "layer":  # the layers that were not swapped went as planned
         assert {r.path for r in result.deleted} == {
-            str(step / layer / "checkpoint.safetensors") for layer in LAYERS[1:]}
+            str(step / layer / "checkpoint.safetensors") for layer in LAYERS[1:]
+        }
     else:
         assert result.deleted == ()
 
@@ -285,11 +299,14 @@ async def test_file_replaced_by_a_symlink_is_left_alone_as_a_type_change(tmp_pat
     r = next(r for r in result.results if r.path == str(target))
     assert (r.outcome, r.error) == (Outcome.CHANGED, "changed type since the scan; left alone")
     assert _rows(db)[f"t/checkpoints/checkpoint_100/{LAYERS[0]}/checkpoint.safetensors"] == (
-        "active", "changed type since the scan; left alone")
+        "active",
+        "changed type since the scan; left alone",
+    )
 
 
 async def test_refused_unlink_keeps_the_row_with_the_os_message(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Root ignores permission bits, so EACCES is produced by making ``os.unlink`` raise."""
     import errno
 
@@ -316,11 +333,14 @@ async def test_refused_unlink_keeps_the_row_with_the_os_message(
     assert (r.outcome, r.error) == (Outcome.FAILED, "Permission denied (EACCES)")
     assert [x.path for x in result.failed] == [str(target)]
     assert _rows(db)[f"t/checkpoints/checkpoint_100/{LAYERS[0]}/checkpoint.safetensors"] == (
-        "active", "Permission denied (EACCES)")
+        "active",
+        "Permission denied (EACCES)",
+    )
 
 
 async def test_io_error_on_stat_stops_the_batch_with_the_path(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A failing disk (EIO) cannot be produced on demand: ``os.stat`` is made to raise it for
     the second file. Nothing after it is touched; the message names the file."""
     import errno
@@ -345,7 +365,8 @@ async def test_io_error_on_stat_stops_the_batch_with_the_path(
         monkeypatch.undo()
     finally:
         await svc.close()
-    assert result.stopped == (f"stopped: {second}: Input/output error; nothing after it was "
-                              "touched, run again to resume")
+    assert result.stopped == (
+        f"stopped: {second}: Input/output error; nothing after it was touched, run again to resume"
+    )
     assert not first.exists() and second.exists() and third.exists()
     assert [r.path for r in result.deleted] == [str(first)]

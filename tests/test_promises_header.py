@@ -27,69 +27,140 @@ def _file(header: bytes | str | dict[str, object], data: bytes | int = b"") -> b
     return struct.pack("<Q", len(raw)) + raw + body
 
 
-def _t(dtype: str = "F32", shape: list[object] | None = None,
-       offsets: list[object] | None = None) -> dict[str, object]:
-    return {"dtype": dtype, "shape": [2] if shape is None else shape,
-            "data_offsets": [0, 8] if offsets is None else offsets}
+def _t(
+    dtype: str = "F32", shape: list[object] | None = None, offsets: list[object] | None = None
+) -> dict[str, object]:
+    return {
+        "dtype": dtype,
+        "shape": [2] if shape is None else shape,
+        "data_offsets": [0, 8] if offsets is None else offsets,
+    }
 
 
 LONG = "w" * 61  # one past the 60 characters a name is shown in full
 CASES: dict[str, tuple[bytes, str, str]] = {
     "short": (b"\x01\x00", "truncated", "file is shorter than the 8-byte header length"),
-    "past-end": (struct.pack("<Q", 50) + b"{}", "truncated",
-                 "header length 50 runs past the end of the file"),
+    "past-end": (
+        struct.pack("<Q", 50) + b"{}",
+        "truncated",
+        "header length 50 runs past the end of the file",
+    ),
     "not-utf8": (_file(b"\xff\xfe"), "corrupt", "header is not valid UTF-8"),
     "not-object": (_file("[1]"), "corrupt", "header JSON is not an object"),
     "duplicate": (_file('{"a": 1, "a": 2}'), "corrupt", "duplicate key 'a' in header"),
-    "duplicate-escaped": (_file('{"\\u0061": 1, "a": 2}'), "corrupt",
-                          "duplicate key 'a' in header"),
-    "surrogate": (_file('{"__metadata__": {"k": "\\ud800"}}'), "corrupt",
-                  "invalid unicode escape in header"),
-    "nan": (_file('{"__metadata__": NaN}'), "corrupt",
-            "non-standard JSON constant NaN in header"),
-    "metadata-list": (_file({"__metadata__": []}), "corrupt",
-                      "__metadata__ is not an object of strings"),
-    "metadata-int": (_file({"__metadata__": {"k": 1}}), "corrupt",
-                     "__metadata__ is not an object of strings"),
-    "entry-not-object": (_file({"w": 3}), "corrupt",
-                         "tensor 'w': expected an object with dtype, shape, data_offsets"),
-    "dtype-int": (_file({"w": _t(dtype=7)}, 8), "corrupt",  # type: ignore[arg-type]
-                  "tensor 'w': dtype is not a string"),
-    "shape-negative": (_file({"w": _t(shape=[-1])}, 8), "corrupt",
-                       "tensor 'w': shape is not a list of non-negative integers"),
-    "shape-past-u64": (_file({"w": _t(shape=[U64 + 1])}, 8), "corrupt",
-                       "tensor 'w': shape is not a list of non-negative integers"),
-    "offsets-three": (_file({"w": _t(offsets=[0, 4, 8])}, 8), "corrupt",
-                      "tensor 'w': data_offsets is not [begin, end]"),
-    "offsets-negative": (_file({"w": _t(offsets=[-1, 8])}, 8), "corrupt",
-                         "tensor 'w': data_offsets is not [begin, end]"),
-    "offsets-past-u64": (_file({"w": _t(offsets=[0, U64 + 1])}, 8), "corrupt",
-                         "tensor 'w': data_offsets is not [begin, end]"),
-    "offsets-reversed": (_file({"w": _t(offsets=[8, 0])}, 8), "corrupt",
-                         "tensor 'w': data_offsets end before they begin"),
-    "unknown-dtype": (_file({"w": _t(dtype="F7")}, 8), "unsupported",
-                      "tensor 'w': unknown dtype 'F7'"),
-    "gap": (_file({"w": _t(offsets=[4, 12])}, 12), "corrupt",
-            "gap before tensor 'w' in the data section"),
-    "overlap": (_file({"a": _t(offsets=[0, 8]), "b": _t(offsets=[4, 12])}, 12), "corrupt",
-                "overlap at tensor 'b' in the data section"),
-    "wrong-size": (_file({"w": _t(offsets=[0, 4])}, 4), "corrupt",
-                   "tensor 'w': data_offsets do not match F32 [2]"),
-    "shape-overflows": (_file({"w": _t(dtype="U8", shape=[2**32, 2**32, 0])}, 0), "corrupt",
-                        "tensor 'w': shape overflows"),
-    "size-overflows": (_file({"w": _t(dtype="F64", shape=[2**62])}, 0), "corrupt",
-                       "tensor 'w': size overflows"),
-    "sub-byte": (_file({"w": _t(dtype="F4", shape=[3], offsets=[0, 2])}, 2), "corrupt",
-                 "tensor 'w': F4 data is not a whole number of bytes"),
-    "missing-data": (_file({"w": _t()}, 4), "truncated",
-                     f"file has {8 + len(json.dumps({'w': _t()})) + 4} bytes, header promises "
-                     f"{8 + len(json.dumps({'w': _t()})) + 8}"),
+    "duplicate-escaped": (
+        _file('{"\\u0061": 1, "a": 2}'),
+        "corrupt",
+        "duplicate key 'a' in header",
+    ),
+    "surrogate": (
+        _file('{"__metadata__": {"k": "\\ud800"}}'),
+        "corrupt",
+        "invalid unicode escape in header",
+    ),
+    "nan": (_file('{"__metadata__": NaN}'), "corrupt", "non-standard JSON constant NaN in header"),
+    "metadata-list": (
+        _file({"__metadata__": []}),
+        "corrupt",
+        "__metadata__ is not an object of strings",
+    ),
+    "metadata-int": (
+        _file({"__metadata__": {"k": 1}}),
+        "corrupt",
+        "__metadata__ is not an object of strings",
+    ),
+    "entry-not-object": (
+        _file({"w": 3}),
+        "corrupt",
+        "tensor 'w': expected an object with dtype, shape, data_offsets",
+    ),
+    "dtype-int": (
+        _file({"w": _t(dtype=7)}, 8),
+        "corrupt",  # type: ignore[arg-type]
+        "tensor 'w': dtype is not a string",
+    ),
+    "shape-negative": (
+        _file({"w": _t(shape=[-1])}, 8),
+        "corrupt",
+        "tensor 'w': shape is not a list of non-negative integers",
+    ),
+    "shape-past-u64": (
+        _file({"w": _t(shape=[U64 + 1])}, 8),
+        "corrupt",
+        "tensor 'w': shape is not a list of non-negative integers",
+    ),
+    "offsets-three": (
+        _file({"w": _t(offsets=[0, 4, 8])}, 8),
+        "corrupt",
+        "tensor 'w': data_offsets is not [begin, end]",
+    ),
+    "offsets-negative": (
+        _file({"w": _t(offsets=[-1, 8])}, 8),
+        "corrupt",
+        "tensor 'w': data_offsets is not [begin, end]",
+    ),
+    "offsets-past-u64": (
+        _file({"w": _t(offsets=[0, U64 + 1])}, 8),
+        "corrupt",
+        "tensor 'w': data_offsets is not [begin, end]",
+    ),
+    "offsets-reversed": (
+        _file({"w": _t(offsets=[8, 0])}, 8),
+        "corrupt",
+        "tensor 'w': data_offsets end before they begin",
+    ),
+    "unknown-dtype": (
+        _file({"w": _t(dtype="F7")}, 8),
+        "unsupported",
+        "tensor 'w': unknown dtype 'F7'",
+    ),
+    "gap": (
+        _file({"w": _t(offsets=[4, 12])}, 12),
+        "corrupt",
+        "gap before tensor 'w' in the data section",
+    ),
+    "overlap": (
+        _file({"a": _t(offsets=[0, 8]), "b": _t(offsets=[4, 12])}, 12),
+        "corrupt",
+        "overlap at tensor 'b' in the data section",
+    ),
+    "wrong-size": (
+        _file({"w": _t(offsets=[0, 4])}, 4),
+        "corrupt",
+        "tensor 'w': data_offsets do not match F32 [2]",
+    ),
+    "shape-overflows": (
+        _file({"w": _t(dtype="U8", shape=[2**32, 2**32, 0])}, 0),
+        "corrupt",
+        "tensor 'w': shape overflows",
+    ),
+    "size-overflows": (
+        _file({"w": _t(dtype="F64", shape=[2**62])}, 0),
+        "corrupt",
+        "tensor 'w': size overflows",
+    ),
+    "sub-byte": (
+        _file({"w": _t(dtype="F4", shape=[3], offsets=[0, 2])}, 2),
+        "corrupt",
+        "tensor 'w': F4 data is not a whole number of bytes",
+    ),
+    "missing-data": (
+        _file({"w": _t()}, 4),
+        "truncated",
+        f"file has {8 + len(json.dumps({'w': _t()})) + 4} bytes, header promises "
+        f"{8 + len(json.dumps({'w': _t()})) + 8}",
+    ),
     "trailing": (_file({"w": _t()}, 11), "corrupt", "3 unexpected bytes after the last tensor"),
-    "long-name": (_file({LONG: 3}), "corrupt",
-                  f"tensor {'w' * 57 + '...'!r}: expected an object with dtype, shape, "
-                  "data_offsets"),
-    "name-of-60": (_file({"n" * 60: 3}), "corrupt",
-                   f"tensor {'n' * 60!r}: expected an object with dtype, shape, data_offsets"),
+    "long-name": (
+        _file({LONG: 3}),
+        "corrupt",
+        f"tensor {'w' * 57 + '...'!r}: expected an object with dtype, shape, data_offsets",
+    ),
+    "name-of-60": (
+        _file({"n" * 60: 3}),
+        "corrupt",
+        f"tensor {'n' * 60!r}: expected an object with dtype, shape, data_offsets",
+    ),
 }
 
 

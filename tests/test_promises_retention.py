@@ -21,14 +21,27 @@ from ckpt_tui.retention import (
 NOW = 2_000_000_000 * 10**9
 
 
-def _facts(steps: list[int], *, invalid: set[int] = frozenset(), pinned: set[int] = frozenset(),
-           loss: dict[int, float] | None = None, mtime: dict[int, int] | None = None
-           ) -> list[StepFacts]:
+def _facts(
+    steps: list[int],
+    *,
+    invalid: set[int] = frozenset(),
+    pinned: set[int] = frozenset(),
+    loss: dict[int, float] | None = None,
+    mtime: dict[int, int] | None = None,
+) -> list[StepFacts]:
     loss = loss or {}
     mtime = mtime or {}
-    return [StepFacts(id=s, step=s, pinned=s in pinned, mtime_ns=mtime.get(s, 0),
-                      metrics={"avg_loss": loss[s]} if s in loss else {}, valid=s not in invalid)
-            for s in steps]
+    return [
+        StepFacts(
+            id=s,
+            step=s,
+            pinned=s in pinned,
+            mtime_ns=mtime.get(s, 0),
+            metrics={"avg_loss": loss[s]} if s in loss else {},
+            valid=s not in invalid,
+        )
+        for s in steps
+    ]
 
 
 def test_reasons_are_exact() -> None:
@@ -40,8 +53,12 @@ def test_reasons_are_exact() -> None:
 def test_incomplete_steps_newer_than_the_newest_valid_one_are_kept_as_in_progress() -> None:
     # 400 and 500 are broken or cut short; 300 is the newest valid step.
     d = decide(_facts([100, 200, 300, 400, 500], invalid={150, 400, 500}), Rules(keep=2))
-    assert d.keep == {300: ("newest",), 200: ("keep newest 2",), 400: (IN_PROGRESS,),
-                      500: (IN_PROGRESS,)}
+    assert d.keep == {
+        300: ("newest",),
+        200: ("keep newest 2",),
+        400: (IN_PROGRESS,),
+        500: (IN_PROGRESS,),
+    }
     assert d.delete == (100,)
 
 
@@ -70,11 +87,12 @@ def test_newer_than_boundary_is_inclusive_to_the_nanosecond() -> None:
 def test_best_ties_go_to_the_newer_step() -> None:
     facts = _facts([100, 200, 300, 400], loss={100: 0.5, 200: 0.5, 300: 0.9})
     d = decide(facts, Rules(keep=1, best=Best("avg_loss", "min", 1)))
-    assert d.keep == {400: ("newest", "no avg_loss: kept, not guessed"),
-                      200: ("best avg_loss",)}
+    assert d.keep == {400: ("newest", "no avg_loss: kept, not guessed"), 200: ("best avg_loss",)}
     assert d.delete == (100, 300)
-    d_max = decide(_facts([100, 200, 300], loss={100: 2.0, 200: 2.0, 300: 1.0}),
-                   Rules(keep=1, best=Best("avg_loss", "max", 1)))
+    d_max = decide(
+        _facts([100, 200, 300], loss={100: 2.0, 200: 2.0, 300: 1.0}),
+        Rules(keep=1, best=Best("avg_loss", "max", 1)),
+    )
     assert d_max.keep == {300: ("newest",), 200: ("best avg_loss",)}
 
 
@@ -102,9 +120,11 @@ def test_rules_refuse_nonsense_with_their_messages() -> None:
 
 
 def test_a_broken_step_tied_with_the_newest_valid_number_is_kept_as_in_progress() -> None:
-    facts = [StepFacts(id=1, step=100, pinned=False, mtime_ns=0),
-             StepFacts(id=2, step=300, pinned=False, mtime_ns=0),
-             StepFacts(id=3, step=300, pinned=False, mtime_ns=0, valid=False)]  # checkpoint-300
+    facts = [
+        StepFacts(id=1, step=100, pinned=False, mtime_ns=0),
+        StepFacts(id=2, step=300, pinned=False, mtime_ns=0),
+        StepFacts(id=3, step=300, pinned=False, mtime_ns=0, valid=False),
+    ]  # checkpoint-300
     d = decide(facts, Rules(keep=1))
     assert d.keep == {2: ("newest",), 3: (IN_PROGRESS,)}
     assert d.delete == (1,)

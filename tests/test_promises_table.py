@@ -27,7 +27,8 @@ def test_every_test_named_in_the_promise_table_exists() -> None:
             if m.group(2):
                 named += 1
                 if current is None or not re.search(
-                        rf"^(async )?def {m.group(2)}\(", current.read_text(), re.M):
+                    rf"^(async )?def {m.group(2)}\(", current.read_text(), re.M
+                ):
                     missing.append(ref)
     assert named >= 60, "the promise table lost its rows"
     assert missing == []

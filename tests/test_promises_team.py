@@ -34,16 +34,26 @@ def test_advisory_lock_is_released_when_a_deleter_is_killed(tmp_path: Path, pg_d
     make_training(root, "t", (1, 2, 3, 4), layers=("layer_0", "layer_1"))
     ck = root / "t" / "checkpoints"
     base = [sys.executable, str(RUNNER)]
-    scan = subprocess.run([*base, "scan", str(root), "--db", pg_db], capture_output=True,
-                          text=True, env=_machine_env(tmp_path, "a"), timeout=120)
+    scan = subprocess.run(
+        [*base, "scan", str(root), "--db", pg_db],
+        capture_output=True,
+        text=True,
+        env=_machine_env(tmp_path, "a"),
+        timeout=120,
+    )
     assert scan.returncode == 0, scan.stderr
     prune = ["prune", str(root), "--keep", "1", "--yes", "--json", "--db", pg_db]
     gate = tmp_path / "gate"
     gate.mkdir()
     # Machine A stops right before its 3rd unlink, holding the advisory lock (a handshake).
-    first = subprocess.Popen([*base, *prune], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, stdin=subprocess.DEVNULL,
-                             env=_machine_env(tmp_path, "a", unlink_gate=f"{gate}:3"))
+    first = subprocess.Popen(
+        [*base, *prune],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=_machine_env(tmp_path, "a", unlink_gate=f"{gate}:3"),
+    )
     try:
         deadline = time.monotonic() + 120
         while not (gate / "holding").exists():
@@ -51,8 +61,14 @@ def test_advisory_lock_is_released_when_a_deleter_is_killed(tmp_path: Path, pg_d
             assert time.monotonic() < deadline, "the deleter never reached the gate"
             time.sleep(0.01)
         # The lock is really held: machine B is told the index is busy.
-        busy = subprocess.run([*base, *prune], capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL, env=_machine_env(tmp_path, "b"))
+        busy = subprocess.run(
+            [*base, *prune],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            env=_machine_env(tmp_path, "b"),
+        )
         assert busy.returncode == 1, busy.stderr
         assert "busy" in busy.stderr and "Traceback" not in busy.stderr
         gone = sorted(p for p in ck.rglob("*.safetensors"))
@@ -62,8 +78,14 @@ def test_advisory_lock_is_released_when_a_deleter_is_killed(tmp_path: Path, pg_d
         first.communicate(timeout=60)
     assert first.returncode == -signal.SIGKILL
     # The server dropped A's session and its lock: B now deletes, finishing A's claims too.
-    done = subprocess.run([*base, *prune], capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL, env=_machine_env(tmp_path, "b"))
+    done = subprocess.run(
+        [*base, *prune],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env=_machine_env(tmp_path, "b"),
+    )
     assert done.returncode == 0, done.stderr
     assert "busy" not in done.stderr
     doc = json.loads(done.stdout)

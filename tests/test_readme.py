@@ -22,9 +22,21 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 # Textual key names -> how the README writes them.
 README_NAME = {
-    "up": "↑", "down": "↓", "right": "→", "left": "←", "enter": "Enter", "home": "Home",
-    "end": "End", "pageup": "PgUp", "pagedown": "PgDn", "space": "Space", "delete": "Delete",
-    "escape": "Esc", "slash": "/", "question_mark": "?", "ctrl+p": "Ctrl+P",
+    "up": "↑",
+    "down": "↓",
+    "right": "→",
+    "left": "←",
+    "enter": "Enter",
+    "home": "Home",
+    "end": "End",
+    "pageup": "PgUp",
+    "pagedown": "PgDn",
+    "space": "Space",
+    "delete": "Delete",
+    "escape": "Esc",
+    "slash": "/",
+    "question_mark": "?",
+    "ctrl+p": "Ctrl+P",
 }
 
 

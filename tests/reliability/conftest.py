@@ -45,13 +45,15 @@ class Victim:
     def snapshot(self) -> None:
         self.hashes = {
             str(p.relative_to(self.path)): _digest(p)
-            for p in sorted(self.path.rglob("*")) if p.is_file() and not p.is_symlink()
+            for p in sorted(self.path.rglob("*"))
+            if p.is_file() and not p.is_symlink()
         }
 
     def current(self) -> dict[str, str]:
         return {
             str(p.relative_to(self.path)): _digest(p)
-            for p in sorted(self.path.rglob("*")) if p.is_file() and not p.is_symlink()
+            for p in sorted(self.path.rglob("*"))
+            if p.is_file() and not p.is_symlink()
         }
 
     def intact(self) -> bool:
@@ -119,8 +121,12 @@ class Tree:
 
 
 def build_tree(
-    root: Path, *, trainings: int = 2, steps: Sequence[int] = (100, 200, 900, 1000),
-    layers: int = 2, age: float = OLD,
+    root: Path,
+    *,
+    trainings: int = 2,
+    steps: Sequence[int] = (100, 200, 900, 1000),
+    layers: int = 2,
+    age: float = OLD,
 ) -> Tree:
     """miStudio layout: <training>/checkpoints/checkpoint_<step>/layer_<n>/checkpoint.safetensors.
 
@@ -181,14 +187,18 @@ def index_files(db: Path) -> list[IndexedFile]:
         rows = con.execute(
             "SELECT f.id, r.path, s.relpath, f.relpath, f.state, f.error FROM files f "
             "JOIN steps s ON s.id = f.step_id JOIN trainings t ON t.id = s.training_id "
-            "JOIN roots r ON r.id = t.root_id").fetchall()
+            "JOIN roots r ON r.id = t.root_id"
+        ).fetchall()
     finally:
         con.close()
+
     def text(v: object) -> str:  # a hostile row may hold a blob or a number
         return os.fsdecode(v) if isinstance(v, bytes) else str(v)
 
-    return [IndexedFile(i, Path(text(r), text(s), text(f)), st, e, Path(text(r), text(s)))
-            for i, r, s, f, st, e in rows]
+    return [
+        IndexedFile(i, Path(text(r), text(s), text(f)), st, e, Path(text(r), text(s)))
+        for i, r, s, f, st, e in rows
+    ]
 
 
 def index_steps(db: Path) -> list[Path]:
@@ -196,7 +206,8 @@ def index_steps(db: Path) -> list[Path]:
     try:
         rows = con.execute(
             "SELECT r.path, s.relpath FROM steps s JOIN trainings t ON t.id = s.training_id "
-            "JOIN roots r ON r.id = t.root_id").fetchall()
+            "JOIN roots r ON r.id = t.root_id"
+        ).fetchall()
     finally:
         con.close()
     return [Path(r, s) for r, s in rows]
@@ -217,8 +228,11 @@ def files_on_disk(root: Path) -> set[Path]:
 
 def empty_dirs(root: Path) -> list[Path]:
     """Directories below the root with nothing in them (the root itself excluded)."""
-    return sorted(Path(d) for d, subdirs, files in os.walk(root)
-                  if Path(d) != root and not subdirs and not files)
+    return sorted(
+        Path(d)
+        for d, subdirs, files in os.walk(root)
+        if Path(d) != root and not subdirs and not files
+    )
 
 
 def assert_consistent(db: Path, root: Path) -> None:
@@ -244,23 +258,36 @@ def cli_env(**faults: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str | Path, timeout: float = 120, **faults: str
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, timeout: float = 120, **faults: str
+) -> subprocess.CompletedProcess[str]:
     """``python -m ckpt_tui ARGS`` (through the fault runner when faults are given)."""
     cmd = [sys.executable, str(RUNNER)] if faults else [sys.executable, "-m", "ckpt_tui"]
-    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=cli_env(**faults), stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*cmd, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(**faults),
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def popen_cli(*args: str | Path, **faults: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, str(RUNNER)] if faults else [sys.executable, "-m", "ckpt_tui"]
-    return subprocess.Popen([*cmd, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli_env(**faults),
-                            stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [*cmd, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(**faults),
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str,
-                          code: int = 1) -> None:
+def assert_one_line_error(
+    proc: subprocess.CompletedProcess[str], *needles: str, code: int = 1
+) -> None:
     """Refused the way a user should see it: exit code 1 (README: "the input was refused"),
     one line, no traceback."""
     assert proc.returncode == code, proc

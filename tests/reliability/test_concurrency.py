@@ -184,12 +184,24 @@ def test_writer_adding_files_while_a_prune_runs(tmp_path: Path) -> None:
     written, stop = tmp_path / "written.log", tmp_path / "stop"
     tree = build_tree(root, trainings=4, steps=tuple(100 * (i + 1) for i in range(20)), layers=2)
     assert run_cli("scan", root, "--db", db).returncode == 0
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(written), str(stop),
-                               *tree.trainings])
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root), str(written), str(stop), *tree.trainings]
+    )
     try:
         _wait_for(lambda: written.exists() and written.read_text().count("\n") >= 6)
-        proc = run_cli("prune", root, "--keep", "1", "--yes", "--json", "--db", db, "--force",
-                       unlink_sleep="0.003", unlink_log=str(log))
+        proc = run_cli(
+            "prune",
+            root,
+            "--keep",
+            "1",
+            "--yes",
+            "--json",
+            "--db",
+            db,
+            "--force",
+            unlink_sleep="0.003",
+            unlink_log=str(log),
+        )
     finally:
         stop.touch()
         writer.wait(timeout=60)

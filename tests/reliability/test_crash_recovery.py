@@ -60,8 +60,9 @@ def _kill_at_random_moment(proc: subprocess.Popen[str], db: Path, rng: random.Ra
         try:
             while proc.poll() is None:
                 with contextlib.suppress(sqlite3.OperationalError):
-                    if con.execute("SELECT 1 FROM files WHERE state = 'deleting' LIMIT 1"
-                                   ).fetchone():
+                    if con.execute(
+                        "SELECT 1 FROM files WHERE state = 'deleting' LIMIT 1"
+                    ).fetchone():
                         break
                 time.sleep(0.003)
         finally:
@@ -121,10 +122,10 @@ async def test_sigkill_at_random_moments_then_recover(tmp_path: Path) -> None:
     assert mid_deletion >= 5, f"only {mid_deletion} of {kills} kills landed mid-deletion"
 
 
-@pytest.mark.parametrize("point", ["after_claim", "after_unlink", "mid_collapse",
-                                   "before_finish"])
-async def test_crash_at_each_named_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         point: str) -> None:
+@pytest.mark.parametrize("point", ["after_claim", "after_unlink", "mid_collapse", "before_finish"])
+async def test_crash_at_each_named_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
     """An exception injected at each step of a deletion, then a fresh open recovers."""
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"
     tree = build_tree(root, trainings=2, steps=(100, 200, 300), layers=3)
@@ -158,6 +159,7 @@ async def test_crash_at_each_named_point(tmp_path: Path, monkeypatch: pytest.Mon
             async def claim(self: Deleter, ids: list[int], *a: object, **k: object) -> set[int]:
                 await orig(self, ids, *a, **k)
                 raise Crash
+
             return claim
 
         monkeypatch.setattr(fs.os, "unlink", unlink)

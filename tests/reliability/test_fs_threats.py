@@ -37,8 +37,12 @@ from .conftest import (
 def test_bad_roots_are_refused_with_one_line(tmp_path: Path, kind: str) -> None:
     real = tmp_path / "real"
     build_tree(real, trainings=1, steps=(100, 200), layers=1)
-    target = {"slash": Path("/"), "symlink": tmp_path / "link", "file": tmp_path / "f",
-              "missing": tmp_path / "nope"}[kind]
+    target = {
+        "slash": Path("/"),
+        "symlink": tmp_path / "link",
+        "file": tmp_path / "f",
+        "missing": tmp_path / "nope",
+    }[kind]
     if kind == "symlink":
         target.symlink_to(real, target_is_directory=True)
     if kind == "file":
@@ -46,14 +50,19 @@ def test_bad_roots_are_refused_with_one_line(tmp_path: Path, kind: str) -> None:
     before = files_on_disk(real)
     for cmd in (["scan", target], ["prune", target, "--keep", "1", "--yes", "--force"]):
         proc = run_cli(*cmd, "--db", tmp_path / "db.sqlite3")
-        words = {"slash": "refusing to use /", "symlink": "symlink", "file": "not a directory",
-                 "missing": "does not exist"}[kind]
+        words = {
+            "slash": "refusing to use /",
+            "symlink": "symlink",
+            "file": "not a directory",
+            "missing": "does not exist",
+        }[kind]
         assert_one_line_error(proc, words)
     assert files_on_disk(real) == before
 
 
-async def test_mount_point_inside_the_root_is_refused(tmp_path: Path, victim: Victim,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_mount_point_inside_the_root_is_refused(
+    tmp_path: Path, victim: Victim, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A layer directory on another device: nothing below it is deleted."""
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"
     tree = build_tree(root, trainings=1, steps=(100, 200), layers=2)
@@ -99,8 +108,9 @@ def test_fifo_and_leaf_symlink_in_a_step(tmp_path: Path, victim: Victim) -> None
     real = tree.files_of("train_000", 100)[0]
     real_size = real.stat().st_size
     assert run_cli("scan", root, "--db", db, timeout=30).returncode == 0
-    proc = run_cli("prune", root, "--keep", "1", "--yes", "--json", "--db", db, "--force",
-                   timeout=30)
+    proc = run_cli(
+        "prune", root, "--keep", "1", "--yes", "--json", "--db", db, "--force", timeout=30
+    )
     assert proc.returncode == 0, proc.stderr
     victim.assert_intact()
     out = json.loads(proc.stdout)
@@ -110,8 +120,19 @@ def test_fifo_and_leaf_symlink_in_a_step(tmp_path: Path, victim: Victim) -> None
     fifo = step / "layer_0" / "pipe.safetensors"
     assert [p["path"] for p in out["protected"]] == [str(fifo)]
     assert fifo.exists()  # a FIFO is never deleted
-    proc = run_cli("prune", root, "--keep", "1", "--yes", "--json", "--db", db, "--force",
-                   "--include-foreign", timeout=30)
+    proc = run_cli(
+        "prune",
+        root,
+        "--keep",
+        "1",
+        "--yes",
+        "--json",
+        "--db",
+        db,
+        "--force",
+        "--include-foreign",
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr
     victim.assert_intact()
     out = json.loads(proc.stdout)
@@ -155,15 +176,19 @@ async def test_file_replaced_after_the_scan_survives_and_is_reported(tmp_path: P
         result = await svc.execute(plan)
     assert replaced.exists()
     bad = [r for r in result.results if r.path == str(replaced)]
-    assert bad and bad[0].outcome == Outcome.CHANGED and "changed since the scan" in (
-        bad[0].error or "")
+    assert (
+        bad
+        and bad[0].outcome == Outcome.CHANGED
+        and "changed since the scan" in (bad[0].error or "")
+    )
     assert not result.ok
     assert not tree.files_of("train_000", 100)[1].exists()
     assert_consistent(db, root)
 
 
-async def test_new_file_appearing_during_deletion_survives(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_new_file_appearing_during_deletion_survives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"
     build_tree(root, trainings=1, steps=(100, 200), layers=2)
     layer = step_dir(root, "train_000", 100) / "layer_1"
@@ -187,8 +212,9 @@ async def test_new_file_appearing_during_deletion_survives(tmp_path: Path,
 
 
 @pytest.mark.parametrize("how", ["disk-full", "locked"])
-async def test_index_commit_failing_deletes_nothing(tmp_path: Path, how: str,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_index_commit_failing_deletes_nothing(
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"
     build_tree(root, trainings=1, steps=(100, 200, 300), layers=2)
     monkeypatch.setattr(db_engine, "BUSY_TIMEOUT_MS", 200)  # fail fast when locked
@@ -209,8 +235,9 @@ async def test_index_commit_failing_deletes_nothing(tmp_path: Path, how: str,
             async def execute(self: AsyncSession, stmt: Any, *a: Any, **k: Any) -> Any:
                 # ENOSPC for the index: produced by raising from the claim's UPDATE.
                 if getattr(stmt, "is_update", False):
-                    raise OperationalError("UPDATE", {}, sqlite3.OperationalError(
-                        "database or disk is full"))
+                    raise OperationalError(
+                        "UPDATE", {}, sqlite3.OperationalError("database or disk is full")
+                    )
                 return await real_execute(self, stmt, *a, **k)
 
             monkeypatch.setattr(AsyncSession, "execute", execute)

@@ -18,8 +18,25 @@ from ckpt_tui.service import CheckpointService
 from .conftest import run_cli, write_ckpt
 
 # Components built from the characters that matter: separators, dots, NUL, and normal text.
-ATOMS = st.sampled_from(["", ".", "..", "/", "\0", "layer_7", "checkpoint_5", "a", "..a",
-                         "checkpoint-12", "x.safetensors", "/etc", "\\", " ", "~"])
+ATOMS = st.sampled_from(
+    [
+        "",
+        ".",
+        "..",
+        "/",
+        "\0",
+        "layer_7",
+        "checkpoint_5",
+        "a",
+        "..a",
+        "checkpoint-12",
+        "x.safetensors",
+        "/etc",
+        "\\",
+        " ",
+        "~",
+    ]
+)
 RECORDS = st.one_of(
     st.text(max_size=40),
     st.lists(ATOMS, max_size=8).map("/".join),
@@ -57,16 +74,21 @@ def test_split_relpath_never_yields_unsafe_components(rel: str) -> None:
 
 
 STEP_FACTS = st.lists(
-    st.tuples(st.integers(0, 50), st.booleans(), st.integers(0, 10**12)), min_size=1,
-    max_size=25, unique_by=lambda f: f[0])  # ties at the newest number: see the xfail below
+    st.tuples(st.integers(0, 50), st.booleans(), st.integers(0, 10**12)),
+    min_size=1,
+    max_size=25,
+    unique_by=lambda f: f[0],
+)  # ties at the newest number: see the xfail below
 
 
 @given(STEP_FACTS, st.integers(1, 6))
 @settings(max_examples=500, deadline=None)
-def test_keep_newest_never_plans_newest_or_pinned(facts: list[tuple[int, bool, int]],
-                                                  n: int) -> None:
-    steps = [retention.StepFacts(i, step, pinned, mtime)
-             for i, (step, pinned, mtime) in enumerate(facts)]
+def test_keep_newest_never_plans_newest_or_pinned(
+    facts: list[tuple[int, bool, int]], n: int
+) -> None:
+    steps = [
+        retention.StepFacts(i, step, pinned, mtime) for i, (step, pinned, mtime) in enumerate(facts)
+    ]
     decision = retention.keep_newest(steps, n)
     planned = set(decision.delete)
     newest = max(s.step for s in steps)
@@ -77,12 +99,16 @@ def test_keep_newest_never_plans_newest_or_pinned(facts: list[tuple[int, bool, i
 
 
 @given(
-    st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3000), st.booleans()),
-             min_size=1, max_size=10),
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(1, 3000), st.booleans()), min_size=1, max_size=10
+    ),
     st.integers(1, 3),
 )
-@settings(max_examples=20, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 async def test_plan_retention_on_a_real_tree(steps: list[tuple[int, int, bool]], keep: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -99,8 +125,13 @@ async def test_plan_retention_on_a_real_tree(steps: list[tuple[int, int, bool]],
             info = await svc.get_root(str(root))
             assert info is not None
             for t_id in {t for t, _ in made}:
-                pins = [s.id for tr in await svc.trainings(info.id) if tr.name == f"train_{t_id}"
-                        for s in await svc.steps(tr.id) if made[(t_id, s.step)]]
+                pins = [
+                    s.id
+                    for tr in await svc.trainings(info.id)
+                    if tr.name == f"train_{t_id}"
+                    for s in await svc.steps(tr.id)
+                    if made[(t_id, s.step)]
+                ]
                 await svc.set_pinned(pins, True)
             plan = await svc.plan_retention(info.id, keep, force=True)
         newest = {t: max(s for tt, s in made if tt == t) for t, _ in made}
@@ -110,16 +141,21 @@ async def test_plan_retention_on_a_real_tree(steps: list[tuple[int, int, bool]],
             assert not made[(t, s.step)], "pinned step planned"
             for f in s.files:
                 assert f.relparts[:2] == (s.training, "checkpoints"), f.relparts
-                assert (root.joinpath(*f.relparts)).resolve().is_relative_to(
-                    (root / s.training).resolve())
+                assert (
+                    (root.joinpath(*f.relparts))
+                    .resolve()
+                    .is_relative_to((root / s.training).resolve())
+                )
 
 
 def test_two_directories_for_the_newest_step_number_are_both_kept(tmp_path: Path) -> None:
     """Found by hypothesis: two step dirs with the newest number; --force deleted one."""
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"
     ck = root / "train_0" / "checkpoints"
-    newest = [ck / "checkpoint_300" / "layer_0" / "checkpoint.safetensors",
-              ck / "checkpoint-300" / "layer_0" / "checkpoint.safetensors"]
+    newest = [
+        ck / "checkpoint_300" / "layer_0" / "checkpoint.safetensors",
+        ck / "checkpoint-300" / "layer_0" / "checkpoint.safetensors",
+    ]
     for p in [ck / "checkpoint_100" / "layer_0" / "checkpoint.safetensors", *newest]:
         write_ckpt(p)
     proc = run_cli("prune", root, "--keep", "1", "--yes", "--force", "--json", "--db", db)

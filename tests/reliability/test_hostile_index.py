@@ -37,8 +37,11 @@ def _setup(tmp_path: Path) -> tuple[Path, Path]:
 def _file_id(db: Path, step_rel: str, rel: str) -> int:
     con = sqlite3.connect(db)
     try:
-        row = con.execute("SELECT f.id FROM files f JOIN steps s ON s.id = f.step_id "
-                          "WHERE s.relpath = ? AND f.relpath = ?", (step_rel, rel)).fetchone()
+        row = con.execute(
+            "SELECT f.id FROM files f JOIN steps s ON s.id = f.step_id "
+            "WHERE s.relpath = ? AND f.relpath = ?",
+            (step_rel, rel),
+        ).fetchone()
     finally:
         con.close()
     return int(row[0])
@@ -47,8 +50,11 @@ def _file_id(db: Path, step_rel: str, rel: str) -> int:
 def _point_at(db: Path, fid: int, target: Path) -> None:
     """Give a row the identity of ``target`` too, so only path checks can stop it."""
     st = target.lstat()
-    sql(db, "UPDATE files SET inode = ?, size_bytes = ?, mtime_ns = ?, nlink = ? WHERE id = ?",
-        (st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, fid))
+    sql(
+        db,
+        "UPDATE files SET inode = ?, size_bytes = ?, mtime_ns = ?, nlink = ? WHERE id = ?",
+        (st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, fid),
+    )
 
 
 def _prune(root: Path, db: Path, *extra: str) -> tuple[int, dict[str, object], str]:
@@ -70,8 +76,9 @@ ESCAPES = {
 
 
 @pytest.mark.parametrize("case", sorted(ESCAPES))
-def test_rows_pointing_outside_the_root_are_refused(tmp_path: Path, victim: Victim,
-                                                    case: str) -> None:
+def test_rows_pointing_outside_the_root_are_refused(
+    tmp_path: Path, victim: Victim, case: str
+) -> None:
     root, db = _setup(tmp_path)
     table, _column, value = ESCAPES[case]
     value = value.format(victim=victim.path)
@@ -110,16 +117,19 @@ def test_rows_pointing_outside_the_root_are_refused(tmp_path: Path, victim: Vict
     assert not step200.exists(), "the valid rest of the plan was not carried out"
     assert files_on_disk(root) == {
         *([layer0] if table == "files" else [layer0, layer1]),
-        *(step100.with_name("checkpoint_300") / f"layer_{n}" / "checkpoint.safetensors"
-          for n in (0, 1)),
+        *(
+            step100.with_name("checkpoint_300") / f"layer_{n}" / "checkpoint.safetensors"
+            for n in (0, 1)
+        ),
     }
     # The refused row is kept (never silently dropped), so the user can still see it.
     assert any(r.id == fid for r in index_files(db))
 
 
 @pytest.mark.parametrize("shape", ["layer-dir", "step-dir"])
-def test_rows_through_a_symlinked_directory_are_refused(tmp_path: Path, victim: Victim,
-                                                        shape: str) -> None:
+def test_rows_through_a_symlinked_directory_are_refused(
+    tmp_path: Path, victim: Victim, shape: str
+) -> None:
     """Rows valid by the grammar, whose directory became a symlink to the victim."""
     root, db = _setup(tmp_path)
     fid = _file_id(db, STEP, "layer_0/checkpoint.safetensors")
@@ -191,8 +201,11 @@ def test_corrupt_database_file_is_refused_with_one_line(tmp_path: Path) -> None:
     for args in (["ls", root], ["prune", root, "--keep", "1", "--yes", "--force"]):
         proc = run_cli(*args, "--db", bad)
         assert_one_line_error(proc, str(bad))
-        assert "corrupt" in proc.stderr or "malformed" in proc.stderr or "not a database" in (
-            proc.stderr)
+        assert (
+            "corrupt" in proc.stderr
+            or "malformed" in proc.stderr
+            or "not a database" in (proc.stderr)
+        )
     assert files_on_disk(root) == before
 
 
@@ -215,7 +228,8 @@ def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", ["size-text", "relpath-blob", "relpath-dotdot", "step-text"])
 async def test_recovery_of_a_hostile_deleting_row_never_crashes_the_open(
-        tmp_path: Path, victim: Victim, case: str) -> None:
+    tmp_path: Path, victim: Victim, case: str
+) -> None:
     """A malformed row left 'deleting' must not make every later open crash (or delete)."""
     from ckpt_tui.service import CheckpointService
 
@@ -226,7 +240,7 @@ async def test_recovery_of_a_hostile_deleting_row_never_crashes_the_open(
         "size-text": "UPDATE files SET size_bytes = 'abc' WHERE id = :fid",
         "relpath-blob": "UPDATE files SET relpath = X'6C617965725F30' WHERE id = :fid",
         "relpath-dotdot": "UPDATE files SET relpath = "
-                          "'../../../../victim/checkpoint.safetensors' WHERE id = :fid",
+        "'../../../../victim/checkpoint.safetensors' WHERE id = :fid",
         "step-text": "UPDATE steps SET step = 'abc' WHERE relpath = '" + STEP + "'",
     }
     if case == "relpath-dotdot":

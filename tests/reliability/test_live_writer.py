@@ -29,8 +29,12 @@ def holder(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
     procs: list[subprocess.Popen[str]] = []
 
     def hold(path: Path) -> subprocess.Popen[str]:
-        p = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         procs.append(p)
         return p

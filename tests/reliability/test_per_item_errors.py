@@ -33,12 +33,14 @@ BAD = "train_000/checkpoints/checkpoint_200/layer_1/checkpoint.safetensors"
 
 @pytest.mark.parametrize("code", ["EACCES", "EPERM", "EBUSY"])
 def test_cli_one_refused_file_keeps_its_row_and_the_rest_proceeds(
-        tmp_path: Path, code: str) -> None:
+    tmp_path: Path, code: str
+) -> None:
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"
     tree = build_tree(root, trainings=2, steps=(100, 200, 300), layers=2)
     assert run_cli("scan", root, "--db", db).returncode == 0
-    proc = run_cli("prune", root, "--keep", "1", "--yes", "--json", "--db", db,
-                   unlink_errno=f"{BAD}:{code}")
+    proc = run_cli(
+        "prune", root, "--keep", "1", "--yes", "--json", "--db", db, unlink_errno=f"{BAD}:{code}"
+    )
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     out = json.loads(proc.stdout)
@@ -64,7 +66,8 @@ def test_cli_one_refused_file_keeps_its_row_and_the_rest_proceeds(
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EIO])
 async def test_stop_errors_stop_the_batch_cleanly_and_resume(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"
     tree = build_tree(root, trainings=2, steps=(100, 200, 300, 400), layers=2)
     real_unlink = os.unlink
@@ -108,8 +111,16 @@ def test_cli_stop_error_exit_code_and_message(tmp_path: Path) -> None:
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"
     tree = build_tree(root, trainings=1, steps=(100, 200, 300), layers=2)
     assert run_cli("scan", root, "--db", db).returncode == 0
-    proc = run_cli("prune", root, "--keep", "1", "--yes", "--db", db,
-                   unlink_errno="checkpoint_200/layer_0:EROFS")
+    proc = run_cli(
+        "prune",
+        root,
+        "--keep",
+        "1",
+        "--yes",
+        "--db",
+        db,
+        unlink_errno="checkpoint_200/layer_0:EROFS",
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "Read-only file system" in proc.stderr and "run again to resume" in proc.stderr
@@ -120,8 +131,9 @@ def test_cli_stop_error_exit_code_and_message(tmp_path: Path) -> None:
     assert files_on_disk(root) == set(tree.newest_files())
 
 
-async def test_rmdir_ebusy_stops_the_climb_quietly(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_rmdir_ebusy_stops_the_climb_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A layer directory that is a mount point (EBUSY on rmdir): files go, the dirs stay."""
     root, db = tmp_path / "root", tmp_path / "index.sqlite3"
     build_tree(root, trainings=1, steps=(100, 200), layers=2)
@@ -130,8 +142,11 @@ async def test_rmdir_ebusy_stops_the_climb_quietly(tmp_path: Path,
 
     def rmdir(path: Any, *, dir_fd: int | None = None) -> None:
         # Root can remove any empty directory; EBUSY (a mount point) is produced by raising.
-        if os.fsdecode(path) == "layer_0" and dir_fd is not None and os.readlink(
-                f"/proc/self/fd/{dir_fd}") == str(layer.parent):
+        if (
+            os.fsdecode(path) == "layer_0"
+            and dir_fd is not None
+            and os.readlink(f"/proc/self/fd/{dir_fd}") == str(layer.parent)
+        ):
             raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), "layer_0")
         real_rmdir(path, dir_fd=dir_fd)
 

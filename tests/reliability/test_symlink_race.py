@@ -34,8 +34,7 @@ def _swap(target: Path, victim: Path) -> None:
     target.symlink_to(victim, target_is_directory=True)
 
 
-def _hook(call: str, when: Callable[[str], bool], action: Callable[[], None]
-          ) -> Callable[..., Any]:
+def _hook(call: str, when: Callable[[str], bool], action: Callable[[], None]) -> Callable[..., Any]:
     """Wrap ``os.<call>``: run ``action`` once, right before the first call ``when`` accepts."""
     real = getattr(os, call)
     fired = [False]
@@ -47,8 +46,11 @@ def _hook(call: str, when: Callable[[str], bool], action: Callable[[], None]
         if not fired[0] and when(os.path.abspath(full)):
             fired[0] = True
             action()
-        return real(path, *args, dir_fd=dir_fd, **kw) if dir_fd is not None else real(
-            path, *args, **kw)
+        return (
+            real(path, *args, dir_fd=dir_fd, **kw)
+            if dir_fd is not None
+            else real(path, *args, **kw)
+        )
 
     return wrapper
 
@@ -77,8 +79,9 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-async def test_swap_to_symlink_during_deletion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               shape: str) -> None:
+async def test_swap_to_symlink_during_deletion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
     what, call = SHAPES[shape]
     results: dict[str, tuple[Victim, Any]] = {}
     for mode in ("naive", "safe"):
@@ -92,8 +95,11 @@ async def test_swap_to_symlink_during_deletion(tmp_path: Path, monkeypatch: pyte
         assert plan.file_count == 2
         first = str(step / "layer_0" / "checkpoint.safetensors")
         # The naive delete only unlinks, so its swap always lands right before its unlink.
-        hook = _hook("unlink" if mode == "naive" else call, lambda p, first=first: p == first,
-                     lambda target=target, v=victim.path: _swap(target, v))
+        hook = _hook(
+            "unlink" if mode == "naive" else call,
+            lambda p, first=first: p == first,
+            lambda target=target, v=victim.path: _swap(target, v),
+        )
         monkeypatch.setattr(os, "unlink" if mode == "naive" else call, hook)
         try:
             if mode == "naive":
@@ -125,8 +131,11 @@ async def test_swap_to_symlink_during_deletion(tmp_path: Path, monkeypatch: pyte
         # The fd was opened before the swap: the unlink went to the real directory.
         assert first.outcome == Outcome.DELETED
         moved = swapped.with_name(swapped.name + ".moved")
-        inner = moved / "checkpoint.safetensors" if what == "layer" else (
-            moved / "layer_0" / "checkpoint.safetensors")
+        inner = (
+            moved / "checkpoint.safetensors"
+            if what == "layer"
+            else (moved / "layer_0" / "checkpoint.safetensors")
+        )
         assert moved.is_dir() and not inner.exists()
     # The index keeps every file it could not delete, with the error.
     rows = {str(r.path): r for r in index_files(tmp_path / "safe" / "index.sqlite3")}
@@ -134,8 +143,9 @@ async def test_swap_to_symlink_during_deletion(tmp_path: Path, monkeypatch: pyte
         assert r.path in rows and rows[r.path].error
 
 
-async def test_symlinked_dirs_at_scan_time_are_never_followed(tmp_path: Path,
-                                                              victim: Victim) -> None:
+async def test_symlinked_dirs_at_scan_time_are_never_followed(
+    tmp_path: Path, victim: Victim
+) -> None:
     """Both shapes of a symlinked dir present before the scan: refused, victim intact."""
     tree = build_tree(tmp_path / "root", trainings=1, steps=(100, 200, 300), layers=1)
     ck = tree.root / "train_000" / "checkpoints"
@@ -146,11 +156,16 @@ async def test_symlinked_dirs_at_scan_time_are_never_followed(tmp_path: Path,
         rows = index_files(tmp_path / "index.sqlite3")
         assert not [r for r in rows if "victim" in str(r.path) or "checkpoint_150" in str(r.path)]
         # Nothing below a symlinked dir was indexed as a file of the step.
-        assert all(not str(r.path).startswith(str(ck / "checkpoint_100" / "layer_1") + "/")
-                   for r in rows)
+        assert all(
+            not str(r.path).startswith(str(ck / "checkpoint_100" / "layer_1") + "/") for r in rows
+        )
         plan = await svc.plan_retention(root_id, 1, force=True)
-        freeable = sum(p.stat().st_size for s in ("checkpoint_100", "checkpoint_200")
-                       for p in (ck / s).rglob("*") if p.is_file() and not p.is_symlink())
+        freeable = sum(
+            p.stat().st_size
+            for s in ("checkpoint_100", "checkpoint_200")
+            for p in (ck / s).rglob("*")
+            if p.is_file() and not p.is_symlink()
+        )
         result = await svc.execute(plan)
     victim.assert_intact()
     assert result.ok, result.failed
