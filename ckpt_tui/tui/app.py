@@ -38,7 +38,7 @@ from ckpt_tui.tui.screens.history import HistoryScreen
 from ckpt_tui.tui.widgets.details import DetailsPanel
 from ckpt_tui.tui.widgets.status import ProgressPanel, StatusBar, StatusFacts
 from ckpt_tui.tui.widgets.tree import CheckpointTree
-from ckpt_tui.types import DiskUsage, RootInfo, ScanProgress
+from ckpt_tui.types import DiskUsage, RootInfo, ScanProgress, TrainingInfo
 
 FLUSH_SECONDS = 0.05  # coalesce progress repaints to ~20 Hz
 SCAN_RELOAD_SECONDS = 1.0  # during a scan, re-query the trainings this often
@@ -209,12 +209,23 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         panel.show(node, self.marks)
         if node is not None and node.kind == Kind.FILE and self.svc is not None:
             self._load_details(node)
+        elif node is not None and node.kind == Kind.TRAINING and self.svc is not None:
+            self._load_last_deletion(node)
 
     @work(group="details", exclusive=True)
     async def _load_details(self, node: Node) -> None:
         details = await self.service.file_details(node.id)
         if self.ckpt_tree.node is node:
             self.query_one(DetailsPanel).show(node, self.marks, details)
+
+    @work(group="details", exclusive=True)
+    async def _load_last_deletion(self, node: Node) -> None:
+        info = node.info
+        if not isinstance(info, TrainingInfo):
+            return
+        last = await self.service.last_deletion(info)
+        if last is not None and self.ckpt_tree.node is node:
+            self.query_one(DetailsPanel).show(node, self.marks, last=last)
 
     def _place_details(self, width: int) -> None:
         """Beside the tree when there is room; hidden below DETAILS_MIN_WIDTH unless v asked

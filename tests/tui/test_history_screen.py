@@ -41,5 +41,16 @@ async def test_history_screen_lists_a_tui_deletion(
         text = "\n".join(screen_lines(app))
         assert "tui" in text and "1 steps" in text and "finished" in text
         assert "train_36766f85/checkpoints/checkpoint_2000" in text and "deleted" in text
+        # the training's details name its last deletion
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await goto(app, pilot, "train_36766f85")
+        await until(
+            pilot,
+            lambda: "last deletion" in "\n".join(screen_lines(app)),
+            "the details panel's last deletion",
+        )
+        text = "\n".join(screen_lines(app))
+        assert "1 step deleted by" in text
     (run,) = await service.history(str(demo.root))
     assert run.face == "tui" and run.freed_files == 3 and run.freed_bytes > 0

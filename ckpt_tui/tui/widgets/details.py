@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from textual.content import Content
 from textual.widget import Widget
 
+from ckpt_tui.history import LastDeletion
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.marks import Marks
 from ckpt_tui.tui.model import Kind, MarkState, Node, TreeModel
@@ -61,11 +62,20 @@ class DetailsPanel(Widget):
         self._now = now
         self._show_path = show_path
         self._content = Content("")
+        self._last: LastDeletion | None = None
 
     def render(self) -> Content:
         return self._content
 
-    def show(self, node: Node | None, marks: Marks, details: FileDetails | None = None) -> None:
+    def show(
+        self,
+        node: Node | None,
+        marks: Marks,
+        details: FileDetails | None = None,
+        last: LastDeletion | None = None,
+    ) -> None:
+        """``last``: the newest deletion in a training (loaded after the first paint)."""
+        self._last = last
         lines = self._lines(node, marks, details) if node is not None else []
         self._content = Content("\n").join(lines)
         self.refresh()
@@ -116,6 +126,16 @@ class DetailsPanel(Widget):
         ]
         if info.layer_count:
             out.append(_kv("layers", f"up to {info.layer_count} per step"))
+        last = self._last
+        if last is not None:
+            out.append(
+                _kv(
+                    "last deletion",
+                    f"{fmt.count(last.steps, 'step')} deleted by {last.user}@{last.host}, "
+                    f"{fmt.age(int(last.started_at * 1e9), self._now())} ago, "
+                    f"freed {self._fmt(self._units.pick(last.freed_bytes, last.freed_disk_bytes))}",
+                )
+            )
         if info.mistudio is not None:  # --mistudio
             m = info.mistudio
             stale = f", {fmt.count(m.stale_rows, 'stale row')} (file gone)" if m.stale_rows else ""
