@@ -3,7 +3,7 @@
 Runs in a worker thread; never follows a symlink; iterative, so a 2,000-deep chain of
 directories cannot hit the recursion limit. Header reads are skipped for files whose
 (inode, size, mtime_ns) match what the index already holds, and files whose
-(inode, size, mtime_ns, nlink) match produce no row to write at all.
+(inode, size, mtime_ns, nlink) and role match produce no row to write at all.
 
 A step is recognised by its name and its content (``layout``): a folder whose name may be a
 step is listed once, and that listing decides — ``checkpoint_<n>`` is a step unless it holds
@@ -138,9 +138,10 @@ class Walker:
     """Walks one root (or one training below it) and emits batches of ScannedStep.
 
     Stat facts are gathered first; a step is then *resolved* against what the index holds:
-    files whose (inode, size, mtime_ns, nlink) match are only marked seen, the rest get a
-    header read. (Loading the index while walking was measured slower on 2 cores than
-    loading it first: the GIL-holding load convoys the walk's syscalls.)
+    files whose (inode, size, mtime_ns, nlink, role) match are only marked seen, those whose
+    content is unchanged get their stat facts and role refreshed, the rest a header read.
+    (Loading the index while walking was measured slower on 2 cores than loading it first:
+    the GIL-holding load convoys the walk's syscalls.)
     """
 
     def __init__(
