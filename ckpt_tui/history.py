@@ -378,7 +378,9 @@ async def last_deletion(db: Database, root: str, steps_rel: str) -> LastDeletion
                     func.count(DeletionStep.id),
                     func.coalesce(func.sum(DeletionStep.freed_bytes), 0),
                     func.coalesce(func.sum(DeletionStep.freed_disk_bytes), 0),
-                ).where(cond, DeletionStep.run_id == run_id)
+                )
+                .join(DeletionRun, DeletionRun.id == DeletionStep.run_id)
+                .where(cond, DeletionStep.run_id == run_id)
             )
         ).one()
     return LastDeletion(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.worker import WorkerCancelled
 
 from ckpt_tui.demo import DemoTree, build_demo, sae_tensors, write_sparse_safetensors
 from ckpt_tui.planning import Protection
@@ -57,7 +58,10 @@ async def settle(app: CkptApp, pilot: Any, timeout: float = 30.0) -> None:
         await pilot.pause()
         if _busy(app):
             quiet = 0
-            await app.workers.wait_for_complete()
+            try:
+                await app.workers.wait_for_complete()
+            except WorkerCancelled:
+                continue  # an exclusive worker was replaced by a newer one: wait for that one
         else:
             quiet += 1
 
