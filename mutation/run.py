@@ -194,8 +194,8 @@ def render(explained: dict[str, str]) -> tuple[str, int]:
              "Score = killed / (killed + survived + timeout); \"no tests\" are mutants that no",
              "selected test reaches in-process (code reached only through a CLI subprocess).", "",
              "| module | commit | run | mutants | killed | survived | timeout | no tests | "
-             "score | unexplained |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "not checked | score | unexplained |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     unexplained_total = 0
     # "after": the survivors re-tested once new tests were written; that is the standing.
     current = [{**r, **r["after"]} if r.get("after") else r for r in results]
@@ -206,10 +206,11 @@ def render(explained: dict[str, str]) -> tuple[str, int]:
         score = f"{100 * killed / denom:.1f}%" if denom else "-"
         unexplained = [n for n in r["survivors"] if explanation(n, explained) is None]
         unexplained_total += len(unexplained)
-        run = f"sample 1/{r['sample']}" if r["sample"] else "full"
+        run = (f"sample 1/{r['sample']}" if r["sample"]
+               else "partial" if c["not checked"] else "full")
         lines.append(f"| {r['module']} | {r['commit'][:12]} | {run}, {r['date']}, "
                      f"{r['seconds']} s | {sum(c.values())} | {killed} | {surv} | {tout} | "
-                     f"{c['no tests']} | {score} | {len(unexplained)} |")
+                     f"{c['no tests']} | {c['not checked']} | {score} | {len(unexplained)} |")
     for before, r in zip(results, current, strict=True):
         lines += ["", f"## {r['module']}", ""]
         if before.get("after"):
@@ -218,6 +219,8 @@ def render(explained: dict[str, str]) -> tuple[str, int]:
                       f"{b['timeout']} timeout, {b['no tests']} no tests "
                       f"(commit {before['commit'][:12]}, full run).", "",
                       f"After: {before['after']['note']}", ""]
+        if r.get("note"):
+            lines += [r["note"], ""]
         lines += [f"Tests: {', '.join('`' + t + '`' for t in r['tests'])}.", ""]
         if r.get("deselected_failing"):
             lines += ["Deselected, failing on this commit before any mutation: "
