@@ -11,10 +11,14 @@ import json
 import os
 import struct
 from pathlib import Path
+from unittest import mock
 
+import numpy as np
 import pytest
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
-from ckpt_tui.safetensors_header import HeaderError, parse_header, read_header
+from ckpt_tui.safetensors_header import MAX_HEADER_BYTES, HeaderError, parse_header, read_header
 
 U64 = 2**64 - 1
 
@@ -45,9 +49,32 @@ CASES: dict[str, tuple[bytes, str, str]] = {
         "truncated",
         "header length 50 runs past the end of the file",
     ),
+    "over-limit": (
+        struct.pack("<Q", MAX_HEADER_BYTES + 1) + b"{}",
+        "corrupt",
+        f"header length {MAX_HEADER_BYTES + 1} exceeds the {MAX_HEADER_BYTES}-byte limit",
+    ),
     "not-utf8": (_file(b"\xff\xfe"), "corrupt", "header is not valid UTF-8"),
+    "not-json": (
+        _file("{"),
+        "corrupt",
+        "header is not valid JSON: "
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+    ),
     "not-object": (_file("[1]"), "corrupt", "header JSON is not an object"),
     "duplicate": (_file('{"a": 1, "a": 2}'), "corrupt", "duplicate key 'a' in header"),
+    "duplicate-not-first": (
+        _file('{"b": 1, "a": 1, "a": 2}'),
+        "corrupt",
+        "duplicate key 'a' in header",
+    ),
+    # the escaped ":" makes the decoded strings hold one more ":" than the text shows, which
+    # would hide the dropped duplicate from a colon count on the text
+    "duplicate-behind-escaped-colon": (
+        _file('{"__metadata__": {"k\\u003a": "v", "a": "1", "a": "2"}}'),
+        "corrupt",
+        "duplicate key 'a' in header",
+    ),
     "duplicate-escaped": (
         _file('{"\\u0061": 1, "a": 2}'),
         "corrupt",
@@ -236,3 +263,85 @@ def test_a_directory_is_not_a_regular_file(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert (err.value.status, str(err.value)) == ("corrupt", "not a regular file")
+
+
+def test_header_length_limit_is_inclusive_when_read_from_a_file(tmp_path: Path) -> None:
+    head = b'{"__metadata__":{"k":"v"}}'
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(_file(head))
+    assert read_header(str(path), max_header=len(head)).metadata == {"k": "v"}
+    with pytest.raises(HeaderError) as err:
+        read_header(str(path), max_header=len(head) - 1)
+    assert (err.value.status, str(err.value)) == (
+        "corrupt",
+        f"header length {len(head)} exceeds the {len(head) - 1}-byte limit",
+    )
+
+
+@pytest.mark.parametrize("shape", [[U64, 0], [2**63, 0], [U64, 1, 0], [0, U64]])
+def test_largest_dims_beside_a_zero_are_an_empty_tensor(tmp_path: Path, shape: list[int]) -> None:
+    """Every dim fits in u64 and no partial product overflows: the library opens the file as an
+    empty tensor of that shape, and so do we."""
+    data = _file({"w": _t(dtype="U8", shape=shape, offsets=[0, 0])})
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(data)
+    with safe_open(str(path), framework="numpy") as f:
+        assert f.get_slice("w").get_shape() == shape
+    for header in (parse_header(data, len(data)), read_header(str(path))):
+        assert [(t.name, t.shape) for t in header.tensors] == [("w", tuple(shape))]
+        assert (header.data_bytes, header.parameter_count) == (0, 0)
+
+
+def _verdict_at_scanned_size(path: Path, scanned: int) -> tuple[str, str] | int:
+    """What the scan records: the header read with the size the scan's stat gave."""
+    try:
+        return read_header(str(path), file_size=scanned).data_bytes
+    except HeaderError as err:
+        return err.status, str(err)
+
+
+def test_the_scanned_size_decides_not_the_size_now(tmp_path: Path) -> None:
+    """The scan stats a file, then reads its header: a file that changed in between is judged
+    by the size the scan recorded, and a file cut short since then says where it ended."""
+    path = tmp_path / "x.safetensors"
+    valid = _file({"w": _t()}, 8)
+    path.write_bytes(valid + b"grew")  # appended to since the stat
+    assert _verdict_at_scanned_size(path, len(valid)) == 8
+    path.write_bytes(valid[:40])  # cut inside the header since the stat
+    assert _verdict_at_scanned_size(path, len(valid)) == (
+        "truncated",
+        "file ended inside the header",
+    )
+    path.write_bytes(valid[:5])  # cut inside the length field since the stat
+    assert _verdict_at_scanned_size(path, len(valid)) == (
+        "truncated",
+        "file is shorter than the 8-byte header length",
+    )
+
+
+def test_a_header_longer_than_one_read_comes_back_whole_and_nothing_more_is_read(
+    tmp_path: Path,
+) -> None:
+    """A header past the reader's 16 MiB read size (a huge metadata value), tensor data after
+    it: the header comes back whole, and exactly its 8 + N bytes are asked of the OS, none of
+    the tensor data. os.pread is wrapped, not faked (the bytes asked are not otherwise
+    visible); the wrapper fails as soon as more is asked, so a reader that loops stops."""
+    path = tmp_path / "big.safetensors"
+    blob = "0123456789abcdef" * (1 << 20) + "tail"
+    save_file({"w": np.arange(4096, dtype=np.float32)}, str(path), metadata={"blob": blob})
+    n = int.from_bytes(path.read_bytes()[:8], "little")
+    assert n > 1 << 24
+    asked: list[int] = []
+    real_pread = os.pread
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        asked.append(size)
+        if sum(asked) > 8 + n:
+            raise AssertionError(f"asked for {sum(asked)} bytes, the header has {8 + n}")
+        return real_pread(fd, size, offset)
+
+    with mock.patch.object(os, "pread", pread):
+        header = read_header(str(path))
+    assert header.metadata == {"blob": blob}
+    assert [(t.name, t.shape, t.end) for t in header.tensors] == [("w", (4096,), 4 * 4096)]
+    assert sum(asked) == 8 + n
