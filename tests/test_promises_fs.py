@@ -93,6 +93,14 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+LATER = ("train", "checkpoints", "checkpoint_200")
+
+
+def _with_later_step(root: Path) -> tuple[Path, tuple[tuple[str, ...], list[PlannedFile], bool]]:
+    c = _write(_step(root, LATER) / "layer_0" / "c.safetensors")
+    return c, (LATER, [_planned(root, c, 9)], True)
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     r = tmp_path / "root"
@@ -187,6 +195,72 @@ def test_a_file_already_gone_is_reported_and_its_emptied_folder_removed(root: Pa
     assert dirs == [(STEP, [str(step / "layer_0")])]
     assert _tree(step) == {"layer_1", "layer_1/b.safetensors"}
     assert kept.exists()
+
+
+def test_a_folder_a_crashed_run_removed_does_not_keep_its_step(root: Path) -> None:
+    """An interrupted run unlinked the file and removed its layer folder, not the step: the
+    next run finds both gone and removes the step."""
+    step = _step(root)
+    a = _write(step / "layer_0" / "a.safetensors")
+    planned = _planned(root, a)
+    a.unlink()
+    (step / "layer_0").rmdir()
+    outcomes, dirs = _delete(root, [(STEP, [planned], False)])
+    assert outcomes == [fs.FileOutcome(planned, Outcome.ALREADY_GONE)]
+    assert dirs == [(STEP, [str(step)])] and not step.exists()
+
+
+def test_a_file_removed_by_another_process_before_our_unlink_is_already_gone(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step = _step(root)
+    a = _write(step / "layer_0" / "a.safetensors")
+    planned = _planned(root, a)
+    real_unlink = os.unlink
+
+    def racing_unlink(name: str, *, dir_fd: int) -> None:
+        # The window between our stat and unlink cannot be hit on purpose: another process
+        # wins it here (the file really goes), so our unlink finds nothing.
+        real_unlink(name, dir_fd=dir_fd)
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", name)
+
+    monkeypatch.setattr(os, "unlink", racing_unlink)
+    outcomes, dirs = _delete(root, [(STEP, [planned], False)])
+    assert outcomes == [fs.FileOutcome(planned, Outcome.ALREADY_GONE)]  # nothing freed by us
+    assert dirs == [(STEP, [str(step / "layer_0"), str(step)])] and not step.exists()
+
+
+def test_io_error_on_an_unlink_stops_the_batch_with_the_files_path(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step = _step(root)
+    a = _write(step / "layer_0" / "a.safetensors")
+    c, later = _with_later_step(root)
+    _fail_for(monkeypatch, "unlink", a, errno.EIO)  # a failing disk; root cannot make one
+    with pytest.raises(fs.StopBatch) as stop:
+        _delete(root, [(STEP, [_planned(root, a)], True), later])
+    assert str(stop.value) == f"{a}: Input/output error"
+    assert a.exists() and c.exists()
+
+
+def test_a_step_emptied_deep_down_goes_up_to_the_step(root: Path) -> None:
+    """Not planned whole, every file planned: each emptied folder goes, deepest first, then
+    the step; never the folders above it."""
+    step = _step(root)
+    a = _write(step / "layer_0" / "sub" / "deeper" / "a.safetensors")
+    _, dirs = _delete(root, [(STEP, [_planned(root, a)], False)])
+    assert dirs == [
+        (
+            STEP,
+            [
+                str(step / "layer_0" / "sub" / "deeper"),
+                str(step / "layer_0" / "sub"),
+                str(step / "layer_0"),
+                str(step),
+            ],
+        )
+    ]
+    assert _tree(root) == {"train", "train/checkpoints"}
 
 
 # ----------------------------------------------------------------------------- what stays
@@ -338,14 +412,6 @@ def test_a_mount_point_inside_the_step_is_refused_by_name(
         (2, Outcome.DELETED, None),
     ]
     assert _tree(step) == {"layer_0", "layer_0/a.safetensors"}
-
-
-LATER = ("train", "checkpoints", "checkpoint_200")
-
-
-def _with_later_step(root: Path) -> tuple[Path, tuple[tuple[str, ...], list[PlannedFile], bool]]:
-    c = _write(_step(root, LATER) / "layer_0" / "c.safetensors")
-    return c, (LATER, [_planned(root, c, 9)], True)
 
 
 def test_io_error_on_a_file_stops_the_batch_with_its_path_after_removing_what_was_emptied(
@@ -544,9 +610,9 @@ def test_folders_above_a_training_deleted_whole_go_only_when_empty(
         [
             ("other", "checkpoints"),  # a file the index never knew: kept, quietly
             ("other",),
+            (),  # the root itself: never, and the folders after it are still tried
             ("team", "train", "checkpoints"),
             ("team", "train"),
-            (),  # the root itself: never
         ],
     )
     expected = [str(root / "team" / "train" / "checkpoints"), str(root / "team" / "train")]
