@@ -24,6 +24,7 @@ from sqlalchemy import Table, Text, delete, insert, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ckpt_tui.db import Database, FileRow, Root, Step, Training
+from ckpt_tui.db.engine import json_text
 from ckpt_tui.fs import RootHandle
 from ckpt_tui.types import RowState, ScanProgress, ScanResult
 from ckpt_tui.walk import KnownIndex, KnownRow, ScannedFile, ScannedStep, Walker, WalkStats
@@ -422,13 +423,13 @@ _JSON_COLUMNS = frozenset({"header", _META_KEY})
 async def _insert_files_sqlite(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """One driver-level executemany: SQLAlchemy's per-row parameter processing costs more
     than SQLite's insert itself on a first scan. JSON columns are encoded here, as the JSON
-    type would (None stays NULL)."""
+    type does with the engine's serializer (None stays NULL)."""
     keys = list(rows[0])
     sql = (
         f"INSERT INTO {_FILES_TABLE.name} ({', '.join(keys)}) "
         f"VALUES ({', '.join('?' for _ in keys)})"
     )
-    dumps = json.dumps
+    dumps = json_text
     params = [
         tuple((None if r[k] is None else dumps(r[k])) if k in _JSON_COLUMNS else r[k] for k in keys)
         for r in rows

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import platformdirs
 from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.engine import make_url
@@ -42,6 +43,16 @@ def to_url(db: str) -> str:
     if "://" in db:
         return db
     return f"sqlite+aiosqlite:///{Path(db).expanduser().resolve()}"
+
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+def json_text(value: Any) -> str:
+    """JSON text of a column value, by msgspec (C): several times faster than ``json.dumps``
+    for the header summaries a first scan stores per file; decoded by ``json``-compatible
+    readers alike."""
+    return _encode_json(value).decode()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -112,7 +123,7 @@ async def open_database(db: str | None = None, *, create: bool = True) -> Databa
         except OSError as exc:
             raise IndexError_(f"cannot create the index directory: {exc}") from None
     try:
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, json_serializer=json_text)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise IndexError_(f"cannot use index {db or url}: {describe_error(exc)}") from None
     if engine.dialect.name == "sqlite":
