@@ -67,9 +67,42 @@ def _guard(fn: Callable[..., int | None]) -> Callable[..., None]:
         except KeyboardInterrupt:
             click.echo("ckpt-tui: interrupted", err=True)
             sys.exit(130)
+        except Exception as exc:
+            line = _index_failure(exc, kwargs.get("db"))
+            if line is None:
+                raise
+            click.echo(f"ckpt-tui: {line}", err=True)
+            sys.exit(EXIT_FAILED)
         sys.exit(code or 0)
 
     return wrapper
+
+
+def _index_failure(exc: Exception, db: str | None) -> str | None:
+    """One line for a database error met after the index opened (a damaged page of an
+    SQLite file, a server gone away); None for anything else (a bug: its traceback)."""
+    import sqlite3
+
+    sa_exc = sys.modules.get("sqlalchemy.exc")  # imported by then if the error is its own
+    if sa_exc is None or not isinstance(exc, (sa_exc.SQLAlchemyError, sqlite3.DatabaseError)):
+        return None
+    from ckpt_tui.db.engine import describe_error, display_url
+
+    return (
+        f"index {display_url(db)} cannot be read: {describe_error(exc)}; "
+        "the command stopped there (a deletion checks the index before it starts)"
+    )
+
+
+def _inherit(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """An option given before the command applies to it (``ckpt-tui --db X scan ROOT``)
+    unless the command is given its own; before the command it beats the environment."""
+    from click.core import ParameterSource
+
+    if param.name is None or ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE:
+        return value
+    given = ctx.meta.get("ckpt_group_options", {}).get(param.name)
+    return value if given is None else given
 
 
 db_option = click.option(
@@ -77,6 +110,7 @@ db_option = click.option(
     "db",
     metavar="DB",
     default=None,
+    callback=_inherit,
     help="Index: a file path or an SQLAlchemy async URL (default: $CKPT_TUI_DB, else a file "
     "in your user data directory).",
 )
@@ -88,6 +122,7 @@ mistudio_option = click.option(
     default=None,
     envvar="CKPT_TUI_MISTUDIO_URL",
     show_envvar=True,
+    callback=_inherit,
     help="miStudio's database (its DATABASE_URL: postgresql+asyncpg://user:pass@host:port/db): "
     "show each training's status and each step's rows, best flag and loss; protect active "
     "trainings and the best step; delete a step's checkpoint rows once its files are gone.",
@@ -200,6 +235,13 @@ def main(
             format="%(levelname)s %(name)s: %(message)s",
         )
     if ctx.invoked_subcommand is not None:
+        from click.core import ParameterSource
+
+        ctx.meta["ckpt_group_options"] = {
+            name: value
+            for name, value in (("db", db), ("mistudio", mistudio))
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        }
         return
     root = ctx.meta.get("ckpt_root")
     _guard(_open_tui)(root, db, demo, read_only, si, mistudio)

@@ -235,3 +235,48 @@ def test_bare_root_opens_the_tui_with_the_options(tmp_path: Path, monkeypatch) -
     monkeypatch.chdir(tmp_path)
     assert CliRunner().invoke(main, ["--db", db]).exit_code == 0
     assert calls[-1][0] == str(tmp_path), "no ROOT means the current directory"
+
+
+def test_options_before_the_command_apply_to_it(tree: Path, tmp_path: Path) -> None:
+    """``ckpt-tui --db X scan ROOT`` indexes into X (it once went to the default index),
+    and a command's own ``--db`` wins over the one before it."""
+    before, own = tmp_path / "before.sqlite3", tmp_path / "own.sqlite3"
+    runner = CliRunner()
+    result = runner.invoke(main, ["--db", str(before), "scan", str(tree)])
+    assert result.exit_code == 0, result.stderr
+    assert before.stat().st_size > 0
+    result = runner.invoke(main, ["--db", str(before), "ls", str(tree), "--json", "--db", str(own)])
+    assert result.exit_code == 0 and own.exists()
+    assert [t["name"] for t in json.loads(result.stdout)["trainings"]] == ["train_a", "train_b"]
+
+
+def _damage_files_table(index: Path) -> None:
+    """Overwrite the root page of the files table (after a checkpoint of the WAL): the file
+    still opens, reading files fails with 'database disk image is malformed'."""
+    import sqlite3
+
+    with sqlite3.connect(index) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        (page,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'files'").fetchone()
+    with index.open("r+b") as f:
+        f.seek((page - 1) * page_size)
+        f.write(b"\xff" * page_size)
+
+
+def test_a_damaged_index_stops_every_command_with_one_line(tmp_path: Path) -> None:
+    """A damaged SQLite page met by any command is one line naming the index, exit 1, no
+    traceback; a deletion refuses before it touches a file."""
+    root = tmp_path / "root"
+    make_training(root, "train", range(1000, 41000, 1000), layers=("layer_0", "layer_1"))
+    index = tmp_path / "index.sqlite3"
+    code, _, err = run("scan", str(root), db=str(index))
+    assert code == 0, err
+    _damage_files_table(index)
+    before = files_under(root)
+    for args in (("ls", str(root)), ("prune", str(root), "--keep", "1", "--yes")):
+        code, _, err = run(*args, db=str(index))
+        assert code == 1, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert str(index) in err and "malformed" in err, err
+    assert files_under(root) == before

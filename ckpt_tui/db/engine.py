@@ -55,6 +55,14 @@ def json_text(value: Any) -> str:
     return _encode_json(value).decode()
 
 
+def display_url(db: str | None) -> str:
+    """The index as a user names it: a file path, or the URL with its password hidden."""
+    url = make_url(to_url(db) if db else default_db_url())
+    if url.get_backend_name() == "sqlite" and url.database:
+        return str(url.database)
+    return url.render_as_string()
+
+
 def describe_error(exc: BaseException) -> str:
     """The driver's message on one line, without SQLAlchemy's SQL echo and links."""
     orig = getattr(exc, "orig", None)
@@ -150,11 +158,10 @@ async def open_database(db: str | None = None, *, create: bool = True) -> Databa
 
 
 async def _prepare(database: Database) -> None:
+    # No integrity check here: PRAGMA quick_check reads the whole file (tens of ms per 20k
+    # files, paid by every command and the TUI's first frame); a deletion runs it
+    # (``check_integrity``) and a read that meets a damaged page fails with one line.
     async with database.engine.begin() as conn:
-        if database.is_sqlite:
-            row = (await conn.execute(text("PRAGMA quick_check"))).scalar()
-            if row != "ok":
-                raise IndexError_(f"index {database.display} is corrupt (quick_check: {row})")
         await conn.run_sync(Base.metadata.create_all)
         found = (
             await conn.execute(select(Meta.value).where(Meta.key == "schema_version"))
@@ -168,6 +175,19 @@ async def _prepare(database: Database) -> None:
                 f"index {database.display} has schema version {found}; this ckpt-tui "
                 f"understands version {SCHEMA_VERSION}: use a matching release or a new --db"
             )
+
+
+async def check_integrity(database: Database) -> None:
+    """IndexError_ when SQLite's ``quick_check`` finds the index damaged: a deletion runs
+    this before it claims anything (PostgreSQL checks its own pages)."""
+    if not database.is_sqlite:
+        return
+    async with database.engine.connect() as conn:
+        row = (await conn.execute(text("PRAGMA quick_check"))).scalar()
+    if row != "ok":
+        raise IndexError_(
+            f"index {database.display} is corrupt (quick_check: {row}); nothing was deleted"
+        )
 
 
 async def _upgrade_from_1(conn: AsyncConnection) -> None:
