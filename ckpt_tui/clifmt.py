@@ -223,7 +223,7 @@ def print_tree(
     for st in mistudio.stale_only if mistudio else ():
         rows.append([st.training_id, "-", "0", "-", "-", f"miStudio {st.status}, no folder left"])
     _table(rows, {1, 2, 3})
-    click.echo(f"total {size(total)} in {files} files, {len(tree)} trainings")
+    click.echo(f"total {size(total)} in {_n(files, 'file')}, {_n(len(tree), 'training')}")
     if mistudio is not None:
         print_mistudio_summary(mistudio)
 
@@ -620,3 +620,8 @@ class Progress:
 
     def close(self) -> None:
         self.bar.stop()
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
