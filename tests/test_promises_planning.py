@@ -1,0 +1,68 @@
+"""``--training`` picks trainings exactly as the CLI contract says: a path relative to the
+root (the training folder or the folder holding its steps), else a full name, else a unique
+last component; a name several trainings share is refused with every candidate listed, an
+unknown one with the root named. The ids are checked against the index read with sqlite3.
+Kills the ``resolve_trainings`` mutants of ``ckpt_tui/planning.py`` (mutation/report.md).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ckpt_tui.errors import TargetError
+from ckpt_tui.service import CheckpointService
+from tests.conftest import make_training, write_checkpoint
+
+
+def _ids_by_name(db_path: str) -> dict[str, int]:
+    with sqlite3.connect(db_path) as con:
+        return {name: tid for tid, name in con.execute("SELECT id, name FROM trainings")}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    for name in ("alice/exp1", "bob/exp1", "lab/team/exp2"):
+        make_training(r, name, [100], layers=["layer_0"])
+    write_checkpoint(r / "solo" / "checkpoint_100" / "sae.safetensors", 100)
+    return r
+
+
+async def test_training_names_resolve_by_path_then_name_then_last_component(
+    root: Path, svc: CheckpointService, db_path: str
+) -> None:
+    await svc.scan(str(root))
+    info = await svc.get_root(str(root))
+    assert info is not None
+    ids = _ids_by_name(db_path)
+    assert sorted(ids) == ["alice/exp1", "bob/exp1", "lab/team/exp2", "solo"]
+    cases = {
+        ("alice/exp1/checkpoints",): {"alice/exp1"},  # the folder holding its steps
+        ("/bob/exp1/checkpoints/",): {"bob/exp1"},  # slashes around it are ignored
+        ("alice/exp1",): {"alice/exp1"},  # its name
+        ("exp2",): {"lab/team/exp2"},  # a last component only one training has
+        ("solo",): {"solo"},
+        ("alice/exp1", "solo", "exp2"): {"alice/exp1", "solo", "lab/team/exp2"},
+    }
+    for names, expected in cases.items():
+        assert await svc.resolve_trainings(info.id, names) == {ids[n] for n in expected}, names
+
+
+async def test_an_ambiguous_or_unknown_training_name_is_refused_with_one_line(
+    root: Path, svc: CheckpointService
+) -> None:
+    await svc.scan(str(root))
+    info = await svc.get_root(str(root))
+    assert info is not None
+    with pytest.raises(TargetError) as err:
+        await svc.resolve_trainings(info.id, ["exp1"])
+    assert str(err.value) == (
+        f"training name 'exp1' is ambiguous under {root}: "
+        "alice/exp1/checkpoints, bob/exp1/checkpoints; give one of these paths"
+    )
+    with pytest.raises(TargetError) as err:
+        await svc.resolve_trainings(info.id, ["solo", "nope"])
+    assert str(err.value) == f"no training named 'nope' under {root}"
