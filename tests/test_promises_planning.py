@@ -66,3 +66,35 @@ async def test_an_ambiguous_or_unknown_training_name_is_refused_with_one_line(
     with pytest.raises(TargetError) as err:
         await svc.resolve_trainings(info.id, ["solo", "nope"])
     assert str(err.value) == f"no training named 'nope' under {root}"
+
+
+def _step_dirs(folder: Path) -> set[str]:
+    """The step folders below ``folder`` as the disk has them."""
+    return {str(p) for p in folder.rglob("checkpoint_*") if p.is_dir()}
+
+
+async def test_rm_of_a_training_folder_plans_exactly_its_steps(
+    root: Path, svc: CheckpointService
+) -> None:
+    """``rm ROOT/alice/exp1`` (or the folder of its steps) plans every step of that training
+    and of no other; a folder that only holds trainings, or the root, is not a target."""
+    make_training(root, "alice/exp1", [200], layers=["layer_0"])
+    await svc.scan(str(root))
+    info = await svc.get_root(str(root))
+    assert info is not None
+    cases = {
+        root / "alice" / "exp1": _step_dirs(root / "alice" / "exp1"),
+        root / "alice" / "exp1" / "checkpoints": _step_dirs(root / "alice" / "exp1"),
+        root / "solo": _step_dirs(root / "solo"),
+    }
+    assert len(cases[root / "alice" / "exp1"]) == 2
+    for target, expected in cases.items():
+        plan = await svc.plan_targets(info.id, [str(target)], force=True)
+        assert {s.path for s in plan.steps} == expected, target
+    for target in (root / "alice", root, root / "lab" / "team"):
+        with pytest.raises(TargetError) as err:
+            await svc.plan_targets(info.id, [str(target)], force=True)
+        assert str(err.value) == (
+            f"{target} is not an indexed step, file or training folder "
+            f"(run `ckpt-tui scan {root}` first?)"
+        )
