@@ -7,6 +7,7 @@ Kills the ``resolve_trainings`` mutants of ``ckpt_tui/planning.py`` (mutation/re
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from ckpt_tui.errors import TargetError
 from ckpt_tui.service import CheckpointService
-from tests.conftest import make_training, write_checkpoint
+from tests.conftest import OLD, make_training, write_checkpoint
 
 
 def _ids_by_name(db_path: str) -> dict[str, int]:
@@ -98,3 +99,42 @@ async def test_rm_of_a_training_folder_plans_exactly_its_steps(
             f"{target} is not an indexed step, file or training folder "
             f"(run `ckpt-tui scan {root}` first?)"
         )
+
+
+TINY = (2).to_bytes(8, "little") + b"{}"  # a valid safetensors file with no tensor
+
+
+def _file_ids(db_path: str, root: Path) -> dict[str, int]:
+    """File ids by absolute path, read from the index with sqlite3."""
+    with sqlite3.connect(db_path) as con:
+        rows = con.execute(
+            "SELECT f.id, s.relpath, f.relpath FROM files f JOIN steps s ON s.id = f.step_id"
+        ).fetchall()
+    return {str(root / srel / frel): fid for fid, srel, frel in rows}
+
+
+async def test_marked_files_are_planned_exactly_past_one_query_chunk(
+    tmp_path: Path, svc: CheckpointService, db_path: str
+) -> None:
+    """Marking 600 files (more than one IN (...) chunk) plans exactly those; without --force
+    the newest step's file is protected, and a foreign file stays out of the plan."""
+    root = tmp_path / "root"
+    old = root / "run" / "checkpoint_100"
+    old.mkdir(parents=True)
+    for i in range(600):
+        (old / f"shard_{i:03}.safetensors").write_bytes(TINY)
+    (old / "notes.txt").write_text("mine")
+    for p in old.iterdir():  # written long ago: not protected as recently modified
+        os.utime(p, (OLD, OLD))
+    write_checkpoint(root / "run" / "checkpoint_200" / "sae.safetensors", 200)
+    await svc.scan(str(root))
+    info = await svc.get_root(str(root))
+    assert info is not None
+    ids = _file_ids(db_path, root)
+    assert len(ids) == 602
+    plan = await svc.plan_files(info.id, ids.values())
+    shards = {str(p) for p in old.glob("shard_*.safetensors")}
+    assert {os.path.join(root, *f.relparts) for f in plan.files} == shards
+    assert len(plan.files) == 600
+    assert [p.path for p in plan.protected] == [str(root / "run/checkpoint_200/sae.safetensors")]
+    assert [f.path for f in plan.foreign] == [str(old / "notes.txt")]
