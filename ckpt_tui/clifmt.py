@@ -544,6 +544,13 @@ def print_interrupted(pending: Interrupted, *, finishing: bool) -> None:
         else ""
     )
     steps = ", ".join(pending.first_steps[:3]) + (", ..." if pending.steps > 3 else "")
+    if pending.running:
+        click.echo(
+            f"ckpt-tui: another ckpt-tui is deleting through this index{since}: "
+            f"{pending.files} files in {pending.steps} steps ({steps}) are its to finish",
+            err=True,
+        )
+        return
     tail = (
         "finishing it first"
         if finishing

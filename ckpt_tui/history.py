@@ -9,6 +9,7 @@ deleting run, which holds the deletion lock (so the other one is dead), marks it
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import os
 import socket
@@ -409,7 +410,32 @@ async def pending(db: Database) -> Interrupted | None:
             .limit(5)
         )
         first = tuple(str(r) for r in (await session.execute(q2)).scalars())
-    return Interrupted(int(files), int(steps), float(since) if since else None, int(size), first)
+    return Interrupted(
+        int(files),
+        int(steps),
+        float(since) if since else None,
+        int(size),
+        first,
+        running=lock_held(db),
+    )
+
+
+def lock_held(db: Database) -> bool:
+    """Whether another process holds the deletion lock now (its claimed rows are a deletion
+    still running, not an interrupted one); tried, never waited for, never created."""
+    try:
+        fd = os.open(db.lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # drops the lock if this took it
+    return False
 
 
 async def forget(db: Database, root: str, before: float, *, dry_run: bool) -> int:

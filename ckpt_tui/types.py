@@ -450,6 +450,7 @@ class Interrupted:
     since: float | None  # when the first was claimed (epoch seconds)
     size_bytes: int
     first_steps: tuple[str, ...]  # up to 5 step paths, relative to their root
+    running: bool = False  # another process holds the deletion lock: still being deleted
 
 
 @dataclass(frozen=True, slots=True)

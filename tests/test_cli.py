@@ -280,3 +280,32 @@ def test_a_damaged_index_stops_every_command_with_one_line(tmp_path: Path) -> No
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert str(index) in err and "malformed" in err, err
     assert files_under(root) == before
+
+
+def test_a_deletion_still_running_is_not_called_interrupted(tmp_path: Path) -> None:
+    """Rows claimed by a deleter that still holds the lock: read-only commands say another
+    ckpt-tui is deleting (not "interrupted ... the next prune finishes it"); once the lock
+    is free the same rows are an interrupted deletion."""
+    import fcntl
+    import sqlite3
+    import time
+
+    root = tmp_path / "root"
+    make_training(root, "train", (100, 200, 300), layers=("layer_0",))
+    index = tmp_path / "index.sqlite3"
+    assert run("scan", str(root), db=str(index))[0] == 0
+    with sqlite3.connect(index) as conn:  # what a running deleter's claim leaves
+        conn.execute(
+            "UPDATE files SET state = 'deleting', claimed_at = ? WHERE relpath LIKE 'layer_0%'"
+            " AND step_id = (SELECT min(id) FROM steps)",
+            (time.time(),),
+        )
+    fd = os.open(f"{index}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the other deleter, holding its lock
+        code, _, err = run("ls", str(root), db=str(index))
+        assert code == 0 and "another ckpt-tui is deleting" in err and "interrupted" not in err
+    finally:
+        os.close(fd)
+    code, _, err = run("ls", str(root), db=str(index))
+    assert code == 0 and "interrupted deletion is pending" in err
