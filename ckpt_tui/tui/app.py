@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -32,13 +32,13 @@ from ckpt_tui.tui.loading import Loader
 from ckpt_tui.tui.marking import MarkActions
 from ckpt_tui.tui.marks import Marks
 from ckpt_tui.tui.model import Kind, Node, TreeModel, training_of
-from ckpt_tui.tui.run import DeletionRun
-from ckpt_tui.tui.screens.help import HelpScreen
-from ckpt_tui.tui.screens.history import HistoryScreen
 from ckpt_tui.tui.widgets.details import DetailsPanel
 from ckpt_tui.tui.widgets.status import ProgressPanel, StatusBar, StatusFacts
 from ckpt_tui.tui.widgets.tree import CheckpointTree
 from ckpt_tui.types import DiskUsage, RootInfo, ScanProgress, TrainingInfo
+
+if TYPE_CHECKING:
+    from ckpt_tui.tui.run import DeletionRun
 
 FLUSH_SECONDS = 0.05  # coalesce progress repaints to ~20 Hz
 SCAN_RELOAD_SECONDS = 1.0  # during a scan, re-query the trainings this often
@@ -374,11 +374,15 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         return True
 
     def action_help(self) -> None:
+        from ckpt_tui.tui.screens.help import HelpScreen  # not needed for the first frame
+
         self.push_screen(HelpScreen())
 
     def action_history(self) -> None:
         if self.svc is None:
             return
+        from ckpt_tui.tui.screens.history import HistoryScreen
+
         self.push_screen(HistoryScreen(self.svc, self.root_dir, self.units))
 
     def action_sort(self) -> None:

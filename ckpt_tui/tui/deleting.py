@@ -17,15 +17,12 @@ from ckpt_tui.errors import CkptError
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.marks import Marks
 from ckpt_tui.tui.model import Kind, TreeModel
-from ckpt_tui.tui.run import DeletionRun
-from ckpt_tui.tui.screens.confirm import ConfirmScreen, DeleteRequest
-from ckpt_tui.tui.screens.open_files import OpenFilesScreen
-from ckpt_tui.tui.screens.quit import QuitWhileDeletingScreen
 from ckpt_tui.tui.widgets.status import ProgressPanel
 from ckpt_tui.types import DiskUsage, Plan, StepInfo
 
 if TYPE_CHECKING:
     from ckpt_tui.service import CheckpointService
+    from ckpt_tui.tui.run import DeletionRun
     from ckpt_tui.tui.widgets.tree import CheckpointTree
 
 
@@ -81,6 +78,9 @@ class DeleteActions(App[int]):
                 severity="warning",
             )
             return
+        # The dialogs and the run are imported on first use: not on the path to the first frame.
+        from ckpt_tui.tui.screens.confirm import ConfirmScreen, DeleteRequest
+
         files = self.marks.files
         step_ids = {files[i].step_id for i in ids if i in files}
         hidden = self.model.filtered_out(step_ids)
@@ -106,6 +106,8 @@ class DeleteActions(App[int]):
         if plan is None:
             self.notify("Cancelled: nothing was deleted", timeout=2)
         elif any(p.needs_confirmation for p in plan.protected):
+            from ckpt_tui.tui.screens.open_files import OpenFilesScreen
+
             self.push_screen(
                 OpenFilesScreen(self.service, plan, self.rel_path),
                 partial(self._open_answered, requested, plan),
@@ -122,6 +124,8 @@ class DeleteActions(App[int]):
     # running ----------------------------------------------------------------------------
 
     def start_run(self, plan: Plan, requested: frozenset[int], *, allow_open: bool = False) -> None:
+        from ckpt_tui.tui.run import DeletionRun
+
         run = DeletionRun(plan, requested, allow_open=allow_open, clock=self.clock)
         self.deletion = run
         _done, total = run.fraction()
@@ -187,6 +191,8 @@ class DeleteActions(App[int]):
         if run is None:
             self.exit(0)
             return
+        from ckpt_tui.tui.screens.quit import QuitWhileDeletingScreen
+
         self.push_screen(QuitWhileDeletingScreen(run.label(self.units)), self._quit_answered)
 
     def _quit_answered(self, stop: bool | None) -> None:

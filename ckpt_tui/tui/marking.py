@@ -10,15 +10,14 @@ from textual import work
 from textual.app import App
 
 from ckpt_tui.errors import CkptError
-from ckpt_tui.retention import Rules
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.loading import Loader
 from ckpt_tui.tui.marks import Marks
 from ckpt_tui.tui.model import Kind, Node, TreeModel, guard_reason, step_of, training_of
-from ckpt_tui.tui.screens.keep import KeepNewestScreen
 from ckpt_tui.types import Plan, StepInfo
 
 if TYPE_CHECKING:
+    from ckpt_tui.retention import Rules
     from ckpt_tui.service import CheckpointService
     from ckpt_tui.tui.widgets.tree import CheckpointTree
 
@@ -121,6 +120,7 @@ class MarkActions(App[int]):
         training = training_of(self.ckpt_tree.node)
         name = training.name if training is not None else None
         root_id = self.model.root.id
+        from ckpt_tui.tui.screens.keep import KeepNewestScreen  # first use: not at start-up
 
         async def preview(rules: Rules, everything: bool) -> Plan:
             names = None if everything or name is None else [name]
