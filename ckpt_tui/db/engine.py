@@ -158,12 +158,11 @@ async def open_database(db: str | None = None, *, create: bool = True) -> Databa
 
 
 async def _prepare(database: Database) -> None:
-    # No integrity check here: PRAGMA quick_check reads the whole file (tens of ms per 20k
-    # files, paid by every command and the TUI's first frame); a deletion runs it
-    # (``check_integrity``) and a read that meets a damaged page fails with one line.
     async with database.engine.begin() as conn:
-        if database.is_sqlite and await _sqlite_is_current(conn):
-            return  # every table there, schema current: create_all's checks cost ~30 ms
+        if database.is_sqlite:
+            row = (await conn.execute(text("PRAGMA quick_check"))).scalar()
+            if row != "ok":
+                raise IndexError_(f"index {database.display} is corrupt (quick_check: {row})")
         await conn.run_sync(Base.metadata.create_all)
         found = (
             await conn.execute(select(Meta.value).where(Meta.key == "schema_version"))
@@ -177,25 +176,6 @@ async def _prepare(database: Database) -> None:
                 f"index {database.display} has schema version {found}; this ckpt-tui "
                 f"understands version {SCHEMA_VERSION}: use a matching release or a new --db"
             )
-
-
-async def _sqlite_is_current(conn: AsyncConnection) -> bool:
-    """Whether an SQLite index has all of this release's tables and its schema version, in
-    two small queries (create_all checks table by table)."""
-    names = sorted(Base.metadata.tables)
-    marks = ", ".join("?" for _ in names)
-    found = (
-        await conn.exec_driver_sql(
-            f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({marks})",
-            tuple(names),
-        )
-    ).scalar()
-    if found != len(names):
-        return False
-    version = (
-        await conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'schema_version'")
-    ).scalar()
-    return version == str(SCHEMA_VERSION)
 
 
 async def check_integrity(database: Database) -> None:
