@@ -89,8 +89,7 @@ def _index_failure(exc: Exception, db: str | None) -> str | None:
     from ckpt_tui.db.engine import describe_error, display_url
 
     return (
-        f"index {display_url(db)} cannot be read: {describe_error(exc)}; "
-        "the command stopped there (a deletion checks the index before it starts)"
+        f"index {display_url(db)} cannot be read: {describe_error(exc)}; the command stopped there"
     )
 
 

@@ -178,19 +178,6 @@ async def _prepare(database: Database) -> None:
             )
 
 
-async def check_integrity(database: Database) -> None:
-    """IndexError_ when SQLite's ``quick_check`` finds the index damaged: a deletion runs
-    this before it claims anything (PostgreSQL checks its own pages)."""
-    if not database.is_sqlite:
-        return
-    async with database.engine.connect() as conn:
-        row = (await conn.execute(text("PRAGMA quick_check"))).scalar()
-    if row != "ok":
-        raise IndexError_(
-            f"index {database.display} is corrupt (quick_check: {row}); nothing was deleted"
-        )
-
-
 async def _upgrade_from_1(conn: AsyncConnection) -> None:
     """Version 1 -> 2. The index is a cache of the disk except for pins: pins move to the
     ``pins`` table by absolute path, the rows are dropped and every root is marked not
