@@ -28,7 +28,7 @@ from ckpt_tui.db import Database, FileRow, Meta, Root, Step, Training
 from ckpt_tui.db.claim import deletion_claim
 from ckpt_tui.db.engine import describe_error, is_locked_error
 from ckpt_tui.errors import CkptError, IndexBusy, IndexError_, RootError
-from ckpt_tui.procfs import open_files
+from ckpt_tui.procfs import holder, open_files
 from ckpt_tui.types import (
     MISTUDIO_PENDING,
     DeleteProgress,
@@ -518,14 +518,10 @@ class Deleter:
                             error="no longer in the index, or claimed by another deleter",
                         )
                     )
-                elif (dev, f.inode) in busy:
+                elif who := holder(busy, dev, f.inode, path):
                     batch_results.append(
                         ItemResult(
-                            f.file_id,
-                            s.step_id,
-                            path,
-                            Outcome.FAILED,
-                            error=f"open in {busy[(dev, f.inode)]}",
+                            f.file_id, s.step_id, path, Outcome.FAILED, error=f"open in {who}"
                         )
                     )
                 else:

@@ -15,12 +15,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, select, type_coerce
+from sqlalchemy import Integer, and_, select, type_coerce
 
 from ckpt_tui import layout, retention, stepfacts
 from ckpt_tui.db import ROLE_FOREIGN, Database, FileRow, Root, Step, Training
 from ckpt_tui.errors import TargetError
-from ckpt_tui.procfs import open_files
+from ckpt_tui.procfs import holder, open_files
 from ckpt_tui.protection import Protection
 from ckpt_tui.types import (
     FileStatus,
@@ -205,8 +205,9 @@ class Planner:
             wanted = set(ids)
             rows = [r for r in await self._rows(Training.root_id == root_id) if r.fid in wanted]
         else:
-            for i in range(0, len(ids), CHUNK):
-                rows += await self._rows(FileRow.id.in_(ids[i : i + CHUNK]))
+            for i in range(0, len(ids), CHUNK):  # ids of another root are never planned here
+                chunk = ids[i : i + CHUNK]
+                rows += await self._rows(and_(Training.root_id == root_id, FileRow.id.in_(chunk)))
         return await self._build(
             root_id,
             rows,
@@ -251,7 +252,8 @@ class Planner:
             rows = [r for r in await self._rows(Training.root_id == root_id) if r.sid in wanted]
         else:
             for i in range(0, len(ids), CHUNK):
-                rows += await self._rows(Step.id.in_(ids[i : i + CHUNK]))
+                chunk = ids[i : i + CHUNK]
+                rows += await self._rows(and_(Training.root_id == root_id, Step.id.in_(chunk)))
         return await self._build(
             root_id,
             rows,
@@ -504,7 +506,12 @@ class Planner:
             async with self.db.sessions() as session:
                 for i in range(0, len(sorted(wanted_steps)), CHUNK):
                     chunk = sorted(wanted_steps)[i : i + CHUNK]
-                    q = select(Step.training_id).where(Step.id.in_(chunk)).distinct()
+                    q = (
+                        select(Step.training_id)
+                        .join(Training, Training.id == Step.training_id)
+                        .where(Step.id.in_(chunk), Training.root_id == root_id)
+                        .distinct()
+                    )
                     tids.update(t for t in (await session.execute(q)).scalars() if type(t) is int)
         facts, pins = await self._training_facts(tids)
         trelpaths, tnames = await self._training_paths(tids)
@@ -634,8 +641,8 @@ class Planner:
             elif not ctx.force and recent_ns and now_ns - r.mtime_ns < recent_ns:
                 age = max(0, (now_ns - r.mtime_ns) // 1_000_000_000)
                 reason = f"modified {age} s ago (may still be written){FORCE_HINT}"
-            elif (r.dev, r.inode) in ctx.busy and not ctx.include_open:
-                reason = f"open in {ctx.busy[(r.dev, r.inode)]}; needs a second confirmation"
+            elif not ctx.include_open and (who := holder(ctx.busy, r.dev, r.inode, path)):
+                reason = f"open in {who}; needs a second confirmation"
                 needs_confirm = True
             if reason is not None:
                 protected.append(

@@ -31,6 +31,25 @@ def open_files(proc: str = PROC) -> dict[tuple[int, int], str]:
     return found
 
 
+def holder(busy: dict[tuple[int, int], str], dev: int, ino: int, path: str) -> str | None:
+    """Who holds the file at ``path`` (scanned as ``(dev, ino)``) open, or None.
+
+    An inode number names a file only while that file exists: once a file is unlinked, its
+    number is free for the next file created on that filesystem (another program's database,
+    a log). So a hit in ``busy`` counts only while ``path`` still names that inode; a file gone
+    or replaced since the scan is not "open" (its unlink reports it gone or changed)."""
+    who = busy.get((dev, ino))
+    if who is None:
+        return None
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return who  # cannot tell: keep the protection
+    return who if (st.st_dev, st.st_ino) == (dev, ino) else None
+
+
 def _comm(proc: str, pid: str) -> str:
     try:
         with open(os.path.join(proc, pid, "comm"), encoding="utf-8", errors="replace") as f:

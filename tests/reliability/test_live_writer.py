@@ -130,3 +130,30 @@ async def test_open_file_needs_a_second_confirmation(tmp_path: Path, holder: cal
         # ... and goes with it.
         done = await svc.execute(plan2, allow_open=True)
         assert done.ok and not busy.exists()
+
+
+async def test_an_inode_number_open_elsewhere_after_the_file_went_is_not_called_open(
+    tmp_path: Path,
+    holder: callable,  # type: ignore[valid-type]
+) -> None:
+    """Once a planned file is gone, its inode number can name another file that a process
+    holds open (a recycled number: another program's database, say). Moving the file out of
+    the step and holding it open elsewhere gives the same (dev, inode) deterministically.
+    The plan must not call the gone file "open in process N" (it seemed protected and the
+    run failed with exit 1), and the run must report it gone and leave the open file alone."""
+    root, db = tmp_path / "root", tmp_path / "index.sqlite3"
+    tree = build_tree(root, trainings=1, steps=(100, 200, 300), layers=2)
+    planned = tree.files_of("train_000", 100)[0]
+    async with await CheckpointService.open(str(db)) as svc:
+        root_id = await scan(svc, root)
+        moved = tmp_path / "elsewhere.safetensors"
+        planned.rename(moved)  # same inode, now outside the step
+        p = holder(moved)
+        plan = await svc.planner.plan_retention(root_id, 1)
+        assert not any(f"process {p.pid}" in x.reason for x in plan.protected)
+        assert str(planned.relative_to(root)) in [f.path_rel for f in plan.files]
+        result = await svc.execute(plan)
+    assert [r.path for r in result.already_gone] == [str(planned)]
+    assert not result.failed, [r.error for r in result.failed]
+    assert moved.is_file()
+    assert files_on_disk(root) == set(tree.newest_files())
