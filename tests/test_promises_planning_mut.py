@@ -1,0 +1,547 @@
+"""What a plan contains, pinned where mutating ``ckpt_tui/planning.py`` went unnoticed
+(issue 14, mutation/report.md): ids of another root, rows a hand-edited index damaged,
+``rm`` targets inside a step, the reasons and sizes of the steps a prune keeps.
+
+Real safetensors files in ``tmp_path``, a real SQLite index, the real service. The oracles
+are the disk (``os.stat``, the folders left) and the index read with ``sqlite3``, never the
+plan under test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ckpt_tui.errors import TargetError
+from ckpt_tui.retention import Best, Rules
+from ckpt_tui.service import CheckpointService
+from tests.conftest import OLD, make_training, write_checkpoint
+
+
+async def _scanned(svc: CheckpointService, root: Path) -> int:
+    await svc.scan(str(root))
+    info = await svc.get_root(str(root))
+    assert info is not None
+    return info.id
+
+
+def _sql(db: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(query, params).fetchall()
+        con.commit()
+    finally:
+        con.close()
+    return rows
+
+
+def _file_ids(db: str, root: Path) -> dict[str, int]:
+    """File id by absolute path, for the files of ``root`` (read with sqlite3)."""
+    rows = _sql(
+        db,
+        "SELECT f.id, s.relpath, f.relpath FROM files f JOIN steps s ON s.id = f.step_id "
+        "JOIN trainings t ON t.id = s.training_id JOIN roots r ON r.id = t.root_id "
+        "WHERE r.path = ?",
+        (str(root),),
+    )
+    return {str(root / str(srel) / str(frel)): int(str(fid)) for fid, srel, frel in rows}
+
+
+def _step_ids(db: str, root: Path) -> dict[str, int]:
+    """Step id by absolute step folder, for the steps of ``root`` (read with sqlite3)."""
+    rows = _sql(
+        db,
+        "SELECT s.id, s.relpath FROM steps s JOIN trainings t ON t.id = s.training_id "
+        "JOIN roots r ON r.id = t.root_id WHERE r.path = ?",
+        (str(root),),
+    )
+    return {str(root / str(rel)) if rel else str(root): int(str(sid)) for sid, rel in rows}
+
+
+def _planned(plan: object) -> set[str]:
+    """Absolute paths of the files a plan unlinks."""
+    return {os.path.join(plan.root, *f.relparts) for f in plan.files}  # type: ignore[attr-defined]
+
+
+BLOB = b"\x00\xff"  # a step folder stored as bytes, not text
+
+
+def _size(paths: list[Path]) -> int:
+    return sum(os.stat(p).st_size for p in paths)
+
+
+# ------------------------------------------------------------------ ids of another root
+
+
+async def test_ids_of_another_root_are_never_planned_under_this_root(
+    tmp_path: Path, svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    """One index, two roots with the same layout: file or step ids of root B passed with a
+    plan for root A are left out, whatever their number (one IN chunk, past the chunk, past
+    the bulk threshold); before, B's step was planned under A's path and the run reported
+    its file "already gone" and dropped B's row while the file stayed on disk."""
+    svc = svc_unprotected
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_training(a, "x", [100, 200], layers=["layer_0"])
+    make_training(b, "x", [100, 200], layers=["layer_0"])
+    ra, _rb = await _scanned(svc, a), await _scanned(svc, b)
+    a_files, b_files = _file_ids(db_path, a), _file_ids(db_path, b)
+    a_steps, b_steps = _step_ids(db_path, a), _step_ids(db_path, b)
+    mine = str(a / "x/checkpoints/checkpoint_100/layer_0/checkpoint.safetensors")
+    for pad in (0, 1100, 5100):  # ids the index does not have sort first
+        ids = [a_files[mine], *b_files.values(), *range(-pad, 0)]
+        plan = await svc.plan_files(ra, ids, force=True)
+        assert _planned(plan) == {mine}, pad
+        assert [s.path for s in plan.steps] == [str(a / "x/checkpoints/checkpoint_100")]
+    step = str(a / "x/checkpoints/checkpoint_200")
+    for pad in (0, 1100, 1300):
+        plan = await svc.plan_steps(ra, [a_steps[step], *b_steps.values(), *range(-pad, 0)])
+        assert [s.path for s in plan.steps] == [step], pad
+        assert _planned(plan) == {f"{step}/layer_0/checkpoint.safetensors"}
+    only_b = await svc.plan_steps(ra, list(b_steps.values()), force=True)
+    assert only_b.empty and not only_b.protected and not only_b.foreign
+    result = await svc.execute(only_b)
+    assert not result.results
+    assert len(_file_ids(db_path, b)) == 2 == len(list(b.rglob("*.safetensors")))
+
+
+async def test_marked_files_past_two_query_chunks_are_all_planned(
+    tmp_path: Path, svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    """1,100 marked files (three IN chunks) of one step: every one is planned, and the
+    step goes whole; with a foreign file beside them the step is not whole."""
+    root = tmp_path / "root"
+    old = root / "run" / "checkpoint_100"
+    old.mkdir(parents=True)
+    tiny = (2).to_bytes(8, "little") + b"{}"  # a valid safetensors file with no tensor
+    for i in range(1100):
+        (old / f"shard_{i:04}.safetensors").write_bytes(tiny)
+    write_checkpoint(root / "run" / "checkpoint_200" / "sae.safetensors", 200)
+    rid = await _scanned(svc_unprotected, root)
+    ids = _file_ids(db_path, root)
+    shards = {p for p in ids if "/checkpoint_100/" in p}
+    plan = await svc_unprotected.plan_files(rid, [ids[p] for p in shards])
+    assert _planned(plan) == shards
+    assert [(s.path, s.whole, s.indexed_files) for s in plan.steps] == [(str(old), True, 1100)]
+    assert plan.bytes == 1100 * len(tiny) == _size([Path(p) for p in shards])
+
+
+# --------------------------------------------------------------- rows a hand edit damaged
+
+
+async def test_prune_refuses_damaged_step_rows_by_name_and_plans_every_other_training(
+    tmp_path: Path, svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    """A step row whose number is text, whose pinned flag is 2 or whose folder is not text is
+    refused by its folder with one line; a real pin is kept as pinned; the other trainings'
+    old steps are still planned (one bad row does not end the loop)."""
+    root = tmp_path / "root"
+    for name in ("t1", "t2", "t3", "t4", "t5"):
+        make_training(root, name, [100, 200, 300], layers=["layer_0"])
+    rid = await _scanned(svc_unprotected, root)
+    steps = _step_ids(db_path, root)
+    ck = {n: root / n / "checkpoints" for n in ("t1", "t2", "t3", "t4", "t5")}
+    _sql(
+        db_path,
+        "UPDATE steps SET step = 'abc' WHERE id = ?",
+        (steps[str(ck["t1"] / "checkpoint_100")],),
+    )
+    _sql(
+        db_path,
+        "UPDATE steps SET pinned = 2 WHERE id = ?",
+        (steps[str(ck["t2"] / "checkpoint_100")],),
+    )
+    _sql(
+        db_path,
+        "UPDATE steps SET relpath = x'00ff' WHERE id = ?",
+        (steps[str(ck["t3"] / "checkpoint_100")],),
+    )
+    await svc_unprotected.set_pinned([steps[str(ck["t4"] / "checkpoint_100")]], True)
+    plan = await svc_unprotected.plan_retention(rid, 1, force=True)
+    refused = {(p.path, p.reason, p.step_id) for p in plan.protected if p.file_id is None}
+    assert refused == {
+        (
+            f"{root}/t1/checkpoints/checkpoint_100",
+            "refused: malformed index row (step is 'abc', pinned is 0)",
+            steps[str(ck["t1"] / "checkpoint_100")],
+        ),
+        (
+            f"{root}/t2/checkpoints/checkpoint_100",
+            "refused: malformed index row (step is 100, pinned is 2)",
+            steps[str(ck["t2"] / "checkpoint_100")],
+        ),
+        (
+            f"{root}/{BLOB!r}",
+            "refused: malformed index row (step is 100, pinned is 0)",
+            steps[str(ck["t3"] / "checkpoint_100")],
+        ),
+    }
+    planned_steps = {s.path for s in plan.steps}
+    assert planned_steps == {
+        str(ck["t1"] / "checkpoint_200"),
+        str(ck["t3"] / "checkpoint_200"),
+        str(ck["t4"] / "checkpoint_200"),
+        str(ck["t5"] / "checkpoint_100"),
+        str(ck["t5"] / "checkpoint_200"),
+    } | ({str(ck["t2"] / "checkpoint_200")})
+    kept = {(k.path, k.reasons) for k in plan.keep if k.path.endswith("_100")}
+    assert kept == {(str(ck["t4"] / "checkpoint_100"), ("pinned",))}
+
+
+# ------------------------------------------------------------------------------ prune
+
+
+async def test_keep_below_one_is_refused_with_one_line(
+    tmp_path: Path, svc: CheckpointService
+) -> None:
+    root = tmp_path / "root"
+    make_training(root, "t", [100, 200], layers=["layer_0"])
+    rid = await _scanned(svc, root)
+    with pytest.raises(TargetError) as err:
+        await svc.plan_retention(rid, 0)
+    assert str(err.value) == "--keep must be at least 1"
+
+
+async def test_prune_of_named_trainings_plans_only_theirs(
+    tmp_path: Path, svc_unprotected: CheckpointService
+) -> None:
+    """``--training t2`` plans t2's old step and nothing of t1 or t3, wherever t2 sits in the
+    index; the steps kept are listed with their training, size and reasons."""
+    root = tmp_path / "root"
+    for name in ("t1", "t2", "t3"):
+        make_training(root, name, [100, 200], layers=["layer_0", "layer_1"])
+    rid = await _scanned(svc_unprotected, root)
+    for name in ("t1", "t2", "t3"):
+        ck = root / name / "checkpoints"
+        plan = await svc_unprotected.plan_retention(rid, 1, [name], force=True)
+        assert [s.path for s in plan.steps] == [str(ck / "checkpoint_100")], name
+        newest = sorted((ck / "checkpoint_200").rglob("*.safetensors"))
+        assert [(k.training, k.step, k.path, k.size_bytes, k.reasons) for k in plan.keep] == [
+            (name, 200, str(ck / "checkpoint_200"), _size(newest), ("newest",))
+        ]
+
+
+def _metric_step(ck: Path, step: int, values: list[object]) -> list[Path]:
+    """A two-layer step whose files carry ``avg_loss`` = each value (None: no such key)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    out = []
+    for i, value in enumerate(values):
+        path = ck / f"checkpoint_{step}" / f"layer_{i}" / "checkpoint.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"step": str(step)} if value is None else {"avg_loss": str(value)}
+        save_file({"W": np.zeros((2, 2), dtype=np.float32)}, str(path), metadata=meta)
+        os.utime(path, (OLD, OLD))
+        out.append(path)
+    return out
+
+
+async def test_best_ranks_a_step_by_the_mean_over_the_files_that_carry_the_key(
+    tmp_path: Path, svc_unprotected: CheckpointService
+) -> None:
+    """``--best avg_loss``: a step's value is the mean over its files that carry the key (a
+    file without it does not count as 0 nor as a vote); a step with a value that is not a
+    number is kept, not guessed."""
+    root = tmp_path / "root"
+    ck = root / "run" / "checkpoints"
+    _metric_step(ck, 100, [0.3, 0.3])  # mean 0.3: the best
+    _metric_step(ck, 200, [0.5, None])  # mean 0.5 (its sum times its count would win)
+    _metric_step(ck, 300, ["n/a", 0.1])  # not a number: unknown, kept
+    _metric_step(ck, 400, [0.9, 0.9])  # worst
+    _metric_step(ck, 500, [0.8, 0.8])  # newest
+    rid = await _scanned(svc_unprotected, root)
+    rules = Rules(keep=1, best=Best("avg_loss"))
+    plan = await svc_unprotected.plan_retention(rid, 1, rules=rules, force=True)
+    assert {k.step: k.reasons for k in plan.keep} == {
+        100: ("best avg_loss",),
+        300: ("no avg_loss: kept, not guessed",),
+        500: ("newest",),
+    }
+    assert [s.step for s in plan.steps] == [200, 400]
+
+
+# ------------------------------------------------------------------------- rm targets
+
+
+async def test_rm_targets_inside_steps_plan_exactly_what_they_name(
+    tmp_path: Path, svc_unprotected: CheckpointService
+) -> None:
+    """A layer folder plans its own files only (``layer_1`` is not ``layer_10``), a file its
+    file, a step its step, a training folder its steps: all of them together, in any order."""
+    svc = svc_unprotected
+    root = tmp_path / "root"
+    layers = ["layer_1", "layer_10"]
+    for name in ("a", "b", "c"):
+        make_training(root, name, [100, 200, 300], layers=layers)
+    rid = await _scanned(svc, root)
+    a, b, c = (root / n / "checkpoints" for n in ("a", "b", "c"))
+
+    def files(step: Path, layer: str = "*") -> set[str]:
+        return {str(p) for p in step.glob(f"{layer}/checkpoint.safetensors")}
+
+    plan = await svc.plan_targets(rid, [str(a / "checkpoint_100" / "layer_1")], force=True)
+    assert _planned(plan) == files(a / "checkpoint_100", "layer_1")
+    assert [s.whole for s in plan.steps] == [False]
+    one = a / "checkpoint_200" / "layer_10" / "checkpoint.safetensors"
+    targets = [
+        str(one),
+        str(root / "c"),  # a training folder: every step of it
+        str(b / "checkpoint_100" / "layer_1" / "checkpoint.safetensors"),
+        str(b / "checkpoint_200"),
+        str(a / "checkpoint_100" / "layer_1"),
+    ]
+    plan = await svc.plan_targets(rid, targets, force=True)
+    assert _planned(plan) == (
+        {str(one)}
+        | files(c / "checkpoint_100")
+        | files(c / "checkpoint_200")
+        | files(c / "checkpoint_300")
+        | files(b / "checkpoint_100", "layer_1")
+        | files(b / "checkpoint_200")
+        | files(a / "checkpoint_100", "layer_1")
+    )
+    assert plan.training_dirs == (("c", "checkpoints"), ("c",))
+
+
+async def test_rm_targets_outside_the_index_are_refused_with_one_line(
+    tmp_path: Path, svc: CheckpointService
+) -> None:
+    root = tmp_path / "root"
+    make_training(root, "a", [100, 200], layers=["layer_1"])
+    (tmp_path / "root2").mkdir()
+    rid = await _scanned(svc, root)
+    step = root / "a" / "checkpoints" / "checkpoint_100"
+    cases = {
+        str(tmp_path): f"{tmp_path} is not under the root {root}",
+        str(tmp_path / "root2"): f"{tmp_path / 'root2'} is not under the root {root}",
+        str(step / "layer_2"): (
+            f"{step / 'layer_2'} is not an indexed file of step a/checkpoints/checkpoint_100"
+        ),
+        str(step / "layer_1" / "checkpoint"): (
+            f"{step / 'layer_1' / 'checkpoint'} is not an indexed file of step "
+            "a/checkpoints/checkpoint_100"
+        ),
+    }
+    for target, message in cases.items():
+        with pytest.raises(TargetError) as err:
+            await svc.plan_targets(rid, [target], force=True)
+        assert str(err.value) == message, target
+
+
+async def test_rm_of_a_root_holding_one_trainings_steps_plans_them_and_their_files(
+    tmp_path: Path, svc_unprotected: CheckpointService
+) -> None:
+    """Steps sitting in the root itself: ``rm ROOT`` plans every step (the root folder is
+    never removed), ``rm ROOT/checkpoint_100/sae.safetensors`` that file."""
+    root = tmp_path / "root"
+    for step in (100, 200):
+        write_checkpoint(root / f"checkpoint_{step}" / "sae.safetensors", step)
+    rid = await _scanned(svc_unprotected, root)
+    plan = await svc_unprotected.plan_targets(rid, [str(root)], force=True)
+    assert _planned(plan) == {str(p) for p in root.glob("checkpoint_*/sae.safetensors")}
+    assert plan.training_dirs == ()
+    one = root / "checkpoint_100" / "sae.safetensors"
+    plan = await svc_unprotected.plan_targets(rid, [str(one)], force=True)
+    assert _planned(plan) == {str(one)}
+
+
+# ---------------------------------------------------------------- each file's verdict
+
+
+@pytest.fixture
+def hold_open() -> Iterator[Callable[[Path], int]]:
+    """Open a file in another process (the planner ignores its own); returns the pid once
+    the child says the file is open."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def hold(path: Path) -> int:
+        code = (
+            "import sys; f = open(sys.argv[1], 'rb'); print('open', flush=True); sys.stdin.read()"
+        )
+        p = subprocess.Popen(
+            [sys.executable, "-c", code, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(p)
+        assert p.stdout is not None and p.stdout.readline() == "open\n"
+        return p.pid
+
+    yield hold
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+async def test_each_file_of_a_selected_step_gets_its_own_verdict(
+    tmp_path: Path, svc: CheckpointService, db_path: str, hold_open: Callable[[Path], int]
+) -> None:
+    """Per file, exactly one of: planned, or protected with its reason, its step and whether
+    --force lifts it (or a second confirmation, for an open file), or listed as foreign.
+    --force, --include-open and --include-foreign each lift only their own."""
+    root = tmp_path / "root"
+    layers = [f"layer_{i}" for i in range(6)]
+    ck = make_training(root, "run", [100, 200, 300], layers=layers)
+    s100, s300 = ck / "checkpoint_100", ck / "checkpoint_300"
+    f = {i: s100 / f"layer_{i}" / "checkpoint.safetensors" for i in range(6)}
+    (s100 / "notes.txt").write_text("mine")
+    os.utime(s100 / "notes.txt", (OLD, OLD))
+    recent = time.time() - 30
+    os.utime(f[3], (recent, recent))
+    rid = await _scanned(svc, root)
+    ids, steps = _file_ids(db_path, root), _step_ids(db_path, root)
+    _sql(db_path, "UPDATE files SET state = 'deleting' WHERE id = ?", (ids[str(f[1])],))
+    _sql(db_path, "UPDATE files SET status = 'special' WHERE id = ?", (ids[str(f[2])],))
+    _sql(db_path, "UPDATE files SET relpath = '../x' WHERE id = ?", (ids[str(f[5])],))
+    pid = hold_open(f[4])
+    sel = [steps[str(s100)], steps[str(s300)]]
+    plan = await svc.plan_steps(rid, sel)
+    step = str(s100)
+    newest = "newest step with a valid checkpoint; --force to include"
+    got = {
+        (p.path, p.reason, p.file_id, p.step_id, p.needs_confirmation, p.step_path, p.forcable)
+        for p in plan.protected
+    }
+    age = re.compile(r"modified 3[01] s ago \(may still be written\); --force to include")
+    recent_reason = next(p.reason for p in plan.protected if p.path == str(f[3]))
+    assert age.fullmatch(recent_reason), recent_reason
+    sid = steps[step]
+    assert got == {
+        (str(f[1]), "already being deleted", ids[str(f[1])], sid, False, step, False),
+        (str(f[2]), "not a regular file; never deleted", ids[str(f[2])], sid, False, step, False),
+        (str(f[3]), recent_reason, ids[str(f[3])], sid, False, step, True),
+        (
+            str(f[4]),
+            f"open in process {pid} ({_comm(pid)}); needs a second confirmation",
+            ids[str(f[4])],
+            sid,
+            True,
+            step,
+            False,
+        ),
+        (
+            f"{step}/../x",
+            "refused: the index row is not a valid path inside the root",
+            ids[str(f[5])],
+            sid,
+            False,
+            step,
+            False,
+        ),
+    } | {
+        (str(p), newest, ids[str(p)], steps[str(s300)], False, str(s300), True)
+        for p in s300.glob("*/checkpoint.safetensors")
+    }
+    assert [(x.path, x.size_bytes, x.step_id) for x in plan.foreign] == [
+        (str(s100 / "notes.txt"), 4, sid)
+    ]
+    assert [(s.path, s.whole, s.indexed_files, s.training, s.step) for s in plan.steps] == [
+        (step, False, 7, "run", 100)
+    ]
+    assert _planned(plan) == {str(f[0])}
+    lifted = await svc.plan_steps(rid, sel, force=True, include_open=True, include_foreign=True)
+    assert _planned(lifted) == {str(f[0]), str(f[3]), str(f[4]), str(s100 / "notes.txt")} | {
+        str(p) for p in s300.glob("*/checkpoint.safetensors")
+    }
+    assert [(s.path, s.whole) for s in lifted.steps] == [(step, False), (str(s300), True)]
+    assert {p.path for p in lifted.protected} == {str(f[1]), str(f[2]), f"{step}/../x"}
+    assert not lifted.foreign
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+async def test_damaged_file_rows_are_refused_by_path_and_their_siblings_still_planned(
+    tmp_path: Path, svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [100, 200], layers=["layer_0", "layer_1", "layer_2"])
+    s100 = ck / "checkpoint_100"
+    rid = await _scanned(svc_unprotected, root)
+    ids, steps = _file_ids(db_path, root), _step_ids(db_path, root)
+    bad_size = s100 / "layer_0" / "checkpoint.safetensors"
+    bad_rel = s100 / "layer_1" / "checkpoint.safetensors"
+    good = s100 / "layer_2" / "checkpoint.safetensors"
+    _sql(db_path, "UPDATE files SET size_bytes = 'x' WHERE id = ?", (ids[str(bad_size)],))
+    _sql(db_path, "UPDATE files SET relpath = x'00ff' WHERE id = ?", (ids[str(bad_rel)],))
+    plan = await svc_unprotected.plan_steps(rid, [steps[str(s100)]], force=True)
+    assert {(p.path, p.reason, p.file_id) for p in plan.protected} == {
+        (str(bad_size), "refused: malformed index row (size is 'x')", ids[str(bad_size)]),
+        (
+            f"{root} (file #{ids[str(bad_rel)]})",
+            "refused: malformed index row (relpath is not text)",
+            ids[str(bad_rel)],
+        ),
+    }
+    assert _planned(plan) == {str(good)}
+
+
+# ------------------------------------------------------------- empty steps, duplicates
+
+
+async def test_selected_empty_step_folders_are_planned_to_go_unless_protected(
+    tmp_path: Path, svc: CheckpointService, db_path: str
+) -> None:
+    """A bare mkdir older than the newest valid step is planned as a step with no file (its
+    folder goes); one newer may be a save in progress (protected, --force lifts it); one
+    whose index row is not a valid step path is refused. The run removes only the first."""
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [200, 300], layers=["layer_0"])
+    for step in (100, 400, 500):
+        (ck / f"checkpoint_{step}").mkdir()
+    rid = await _scanned(svc, root)
+    steps = _step_ids(db_path, root)
+    _sql(
+        db_path,
+        "UPDATE steps SET relpath = '../checkpoint_500' WHERE id = ?",
+        (steps[str(ck / "checkpoint_500")],),
+    )
+    sel = [steps[str(ck / f"checkpoint_{n}")] for n in (100, 400, 500)]
+    plan = await svc.plan_steps(rid, sel)
+    assert [(s.path, s.files, s.whole, s.training, s.step) for s in plan.steps] == [
+        (str(ck / "checkpoint_100"), (), True, "run", 100)
+    ]
+    in_progress = "newer than the newest valid step: may be in progress; --force to include"
+    assert {
+        (p.path, p.reason, p.file_id, p.step_id, p.step_path, p.forcable) for p in plan.protected
+    } == {
+        (str(ck / "checkpoint_400"), in_progress, None, sel[1], str(ck / "checkpoint_400"), True),
+        (f"{root}/../checkpoint_500", "refused: not a valid step path", None, sel[2], "", False),
+    }
+    forced = await svc.plan_steps(rid, sel, force=True)
+    assert [s.path for s in forced.steps] == [str(ck / f"checkpoint_{n}") for n in (100, 400)]
+    result = await svc.execute(plan)
+    assert result.removed_dirs == (str(ck / "checkpoint_100"),)
+    assert sorted(p.name for p in ck.iterdir()) == [
+        "checkpoint_200",
+        "checkpoint_300",
+        "checkpoint_400",
+        "checkpoint_500",
+    ]
+
+
+async def test_a_file_named_twice_is_planned_once_and_the_rest_still_planned(
+    tmp_path: Path, svc_unprotected: CheckpointService
+) -> None:
+    """``rm STEP STEP/FILE LATER_STEP``: the file is planned once, the later step whole."""
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [100, 200, 300], layers=["layer_0", "layer_1"])
+    rid = await _scanned(svc_unprotected, root)
+    one = ck / "checkpoint_100" / "layer_0" / "checkpoint.safetensors"
+    targets = [str(ck / "checkpoint_100"), str(one), str(ck / "checkpoint_200")]
+    plan = await svc_unprotected.plan_targets(rid, targets, force=True)
+    expected = {str(p) for n in (100, 200) for p in (ck / f"checkpoint_{n}").rglob("*.safetensors")}
+    assert sorted(os.path.join(plan.root, *f.relparts) for f in plan.files) == sorted(expected)
+    assert [(s.step, s.whole) for s in plan.steps] == [(100, True), (200, True)]
+    assert plan.training_dirs == ()
