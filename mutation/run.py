@@ -40,6 +40,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = REPO / "mutation"
@@ -54,35 +55,64 @@ MODULES = ("safetensors_header", "retention", "fs", "layout", "planning", "delet
 # are deselected by ``-m "not slow"`` (see [tool.mutmut] in pyproject.toml).
 MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "safetensors_header": ("tests/test_safetensors_header.py", "tests/test_promises_header*.py"),
-    "retention": ("tests/test_retention.py", "tests/reliability/test_fuzz_layout_retention.py",
-                  "tests/test_promises_retention*.py"),
-    "layout": ("tests/test_layouts.py", "tests/reliability/test_fuzz_layout_retention.py",
-               "tests/reliability/test_hostile_index.py", "tests/test_promises_layout*.py"),
+    "retention": (
+        "tests/test_retention.py",
+        "tests/reliability/test_fuzz_layout_retention.py",
+        "tests/test_promises_retention*.py",
+    ),
+    "layout": (
+        "tests/test_layouts.py",
+        "tests/reliability/test_fuzz_layout_retention.py",
+        "tests/reliability/test_hostile_index.py",
+        "tests/test_promises_layout*.py",
+    ),
     # fs: the layer's own in-process tests (test_promises_fs.py) and the deletion promises.
     # mutmut counts only tests that reach a function in-process (a CLI subprocess does not);
     # the service/CLI/reliability selection this replaces took 66 min.
     "fs": ("tests/test_promises_fs*.py", "tests/test_promises_deletion*.py"),
-    "planning": ("tests/test_service.py", "tests/test_cli.py", "tests/test_retention.py",
-                 "tests/reliability/test_live_writer.py", "tests/reliability/test_hostile_index.py",
-                 "tests/test_promises_*.py"),
-    "deletion": ("tests/test_service.py", "tests/test_cli.py",
-                 "tests/reliability/test_fs_threats.py",
-                 "tests/reliability/test_symlink_race.py",
-                 "tests/reliability/test_per_item_errors.py",
-                 "tests/reliability/test_crash_recovery.py",
-                 "tests/reliability/test_concurrency.py",
-                 "tests/reliability/test_hostile_index.py",
-                 "tests/test_promises_deletion*.py"),
+    "planning": (
+        "tests/test_service.py",
+        "tests/test_cli.py",
+        "tests/test_retention.py",
+        "tests/reliability/test_live_writer.py",
+        "tests/reliability/test_hostile_index.py",
+        "tests/test_promises_*.py",
+    ),
+    "deletion": (
+        "tests/test_service.py",
+        "tests/test_cli.py",
+        "tests/reliability/test_fs_threats.py",
+        "tests/reliability/test_symlink_race.py",
+        "tests/reliability/test_per_item_errors.py",
+        "tests/reliability/test_crash_recovery.py",
+        "tests/reliability/test_concurrency.py",
+        "tests/reliability/test_hostile_index.py",
+        "tests/test_promises_deletion*.py",
+    ),
 }
 
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
-          34: "skipped", 35: "suspicious", 36: "timeout", 37: "type check", -24: "timeout",
-          24: "timeout", 152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault",
-          None: "not checked"}
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    35: "suspicious",
+    36: "timeout",
+    37: "type check",
+    -24: "timeout",
+    24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    -11: "segfault",
+    -9: "segfault",
+    None: "not checked",
+}
 
 
 def sh(cmd: list[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, text=True, **kw)  # type: ignore[call-overload]
+    return subprocess.run(cmd, cwd=cwd, text=True, **kw)  # type: ignore[call-overload,no-any-return]
 
 
 def prepare_copy(module: str, workdir: Path, worktree: bool) -> tuple[Path, str, list[str]]:
@@ -92,12 +122,22 @@ def prepare_copy(module: str, workdir: Path, worktree: bool) -> tuple[Path, str,
     workdir.mkdir(parents=True, exist_ok=True)
     commit = sh(["git", "rev-parse", "HEAD"], REPO, capture_output=True).stdout.strip()
     if worktree:
-        ignore = shutil.ignore_patterns(".git", ".venv", ".ci-venv", "mutants", "__pycache__",
-                                        ".pytest_cache", ".mypy_cache", ".ruff_cache",
-                                        ".hypothesis", "benchmarks")
+        ignore = shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            ".ci-venv",
+            "mutants",
+            "__pycache__",
+            ".pytest_cache",
+            ".mypy_cache",
+            ".ruff_cache",
+            ".hypothesis",
+            "benchmarks",
+        )
         shutil.copytree(REPO, dest, ignore=ignore)
-        dirty = sh(["git", "status", "--porcelain", "--", "ckpt_tui", "tests"], REPO,
-                   capture_output=True).stdout.strip()
+        dirty = sh(
+            ["git", "status", "--porcelain", "--", "ckpt_tui", "tests"], REPO, capture_output=True
+        ).stdout.strip()
         if dirty:
             commit += "+worktree"
     else:
@@ -119,8 +159,7 @@ def prepare_copy(module: str, workdir: Path, worktree: bool) -> tuple[Path, str,
     # in progress) is deselected and named in the report, not silently dropped.
     failing = failing_tests(dest, tests, list(base.get("pytest_add_cli_args", [])))
     for nodeid in failing:
-        conf["pytest_add_cli_args"] = [*conf.get("pytest_add_cli_args", []), "--deselect",
-                                       nodeid]
+        conf["pytest_add_cli_args"] = [*conf.get("pytest_add_cli_args", []), "--deselect", nodeid]
     lines = ["", "[tool.mutmut]"]
     for k, v in conf.items():
         lines.append(f"{k} = {json.dumps(v)}")
@@ -129,10 +168,22 @@ def prepare_copy(module: str, workdir: Path, worktree: bool) -> tuple[Path, str,
 
 
 def failing_tests(dest: Path, tests: list[str], extra: list[str]) -> list[str]:
-    proc = sh([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider",
-               *[a for a in extra if a != "-x"], *tests], dest, capture_output=True)
-    return sorted({ln.split()[1] for ln in proc.stdout.splitlines()
-                   if ln.startswith("FAILED ")})
+    proc = sh(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rf",
+            "-p",
+            "no:cacheprovider",
+            *[a for a in extra if a != "-x"],
+            *tests,
+        ],
+        dest,
+        capture_output=True,
+    )
+    return sorted({ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("FAILED ")})
 
 
 def sample_patterns(module: str, every: int, seed: int) -> list[str]:
@@ -142,15 +193,20 @@ def sample_patterns(module: str, every: int, seed: int) -> list[str]:
 
 def show(dest: Path, name: str) -> str:
     out = sh(["mutmut", "show", name], dest, capture_output=True).stdout
-    keep = [ln for ln in out.splitlines()
-            if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    keep = [ln for ln in out.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
     return "\n".join(keep)
 
 
-def run_module(module: str, args: argparse.Namespace) -> dict[str, object]:
+def run_module(module: str, args: argparse.Namespace) -> dict[str, Any]:
     dest, commit, failing = prepare_copy(module, Path(args.workdir), args.worktree)
     cmd = ["mutmut", "run", "--max-children", str(args.max_children)]
-    if args.sample:
+    rerun: list[str] = []
+    if args.survivors:
+        rerun = sorted(standing(module)["survivors"])
+        if not rerun:
+            raise SystemExit(f"{module}: no survivors to re-run")
+        cmd += rerun
+    elif args.sample:
         cmd += sample_patterns(module, args.sample, args.seed)
     t0 = time.monotonic()
     log = Path(args.workdir) / f"{module}.log"
@@ -159,19 +215,61 @@ def run_module(module: str, args: argparse.Namespace) -> dict[str, object]:
     seconds = time.monotonic() - t0
     meta = dest / "mutants" / "ckpt_tui" / f"{module}.py.meta"
     if proc.returncode != 0 or not meta.exists():
-        raise SystemExit(f"mutmut produced no results for {module} (exit {proc.returncode}); "
-                         f"see {log}")
+        raise SystemExit(
+            f"mutmut produced no results for {module} (exit {proc.returncode}); see {log}"
+        )
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
-    if args.sample:
+    if rerun:
+        codes = {k: v for k, v in codes.items() if k in rerun}
+    elif args.sample:
         pats = sample_patterns(module, args.sample, args.seed)
         codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, p) for p in pats)}
     statuses = {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
     survivors = {k: show(dest, k) for k, s in sorted(statuses.items()) if s == "survived"}
-    return {"module": module, "commit": commit, "date": dt.date.today().isoformat(),
-            "sample": args.sample or None, "seconds": round(seconds),
-            "tests": MODULE_TESTS[module], "deselected_failing": failing,
-            "counts": dict(collections.Counter(statuses.values())),
-            "survivors": survivors, "mutmut_exit": proc.returncode}
+    return {
+        "module": module,
+        "commit": commit,
+        "date": dt.date.today().isoformat(),
+        "sample": args.sample or None,
+        "seconds": round(seconds),
+        "tests": MODULE_TESTS[module],
+        "deselected_failing": failing,
+        "counts": dict(collections.Counter(statuses.values())),
+        "survivors": survivors,
+        "mutmut_exit": proc.returncode,
+    }
+
+
+def standing(module: str) -> dict[str, Any]:
+    """The module's full result, with its ``after`` (a re-run of its survivors) applied."""
+    path = RESULTS / f"{module}.json"
+    r = json.loads(path.read_text()) if path.exists() else {}
+    if not r or r.get("sample"):
+        raise SystemExit(f"{module}: --survivors needs a full result in {path}")
+    return {**r, **r["after"]} if r.get("after") else r
+
+
+def record_rerun(module: str, result: dict[str, Any]) -> None:
+    """Store a re-run of the standing survivors as the full result's ``after``: the killed
+    ones move to killed, the rest stay survivors (with the commit the tests came from)."""
+    path = RESULTS / f"{module}.json"
+    full = json.loads(path.read_text())
+    before = standing(module)
+    counts = collections.Counter(before["counts"])
+    rerun = before["survivors"]
+    counts["survived"] -= len(rerun)
+    counts.update(result["counts"])
+    killed = len(rerun) - len(result["survivors"])
+    full["after"] = {
+        "commit": f"{full['commit'][:12]} mutants, tests of {str(result['commit'])[:12]}",
+        "date": result["date"],
+        "counts": {k: v for k, v in counts.items() if v},
+        "survivors": result["survivors"],
+        "note": f"the {len(rerun)} survivors re-run with the tests of "
+        f"{str(result['commit'])[:12]} ({result['seconds']} s): {killed} killed, "
+        f"{len(result['survivors'])} left (explained in mutation/explained.toml).",
+    }
+    path.write_text(json.dumps(full, indent=1) + "\n")
 
 
 def explanation(name: str, explained: dict[str, str]) -> str | None:
@@ -184,16 +282,24 @@ def explanation(name: str, explained: dict[str, str]) -> str | None:
 
 
 def render(explained: dict[str, str]) -> tuple[str, dict[str, int]]:
-    results = [json.loads((RESULTS / f"{m}.json").read_text()) for m in MODULES
-               if (RESULTS / f"{m}.json").exists()]
-    lines = ["# Mutation testing report", "",
-             "Generated by `python mutation/run.py` (see `mutation/README.md`); do not edit by",
-             "hand: explanations of surviving mutants live in `mutation/explained.toml`.", "",
-             "Score = killed / (killed + survived + timeout); \"no tests\" are mutants that no",
-             "selected test reaches in-process (code reached only through a CLI subprocess).", "",
-             "| module | commit | run | mutants | killed | survived | timeout | no tests | "
-             "not checked | score | unexplained |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    results = [
+        json.loads((RESULTS / f"{m}.json").read_text())
+        for m in MODULES
+        if (RESULTS / f"{m}.json").exists()
+    ]
+    lines = [
+        "# Mutation testing report",
+        "",
+        "Generated by `python mutation/run.py` (see `mutation/README.md`); do not edit by",
+        "hand: explanations of surviving mutants live in `mutation/explained.toml`.",
+        "",
+        'Score = killed / (killed + survived + timeout); "no tests" are mutants that no',
+        "selected test reaches in-process (code reached only through a CLI subprocess).",
+        "",
+        "| module | commit | run | mutants | killed | survived | timeout | no tests | "
+        "not checked | score | unexplained |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     unexplained_by_module: dict[str, int] = {}
     # "after": the survivors re-tested once new tests were written; that is the standing.
     current = [{**r, **r["after"]} if r.get("after") else r for r in results]
@@ -204,45 +310,75 @@ def render(explained: dict[str, str]) -> tuple[str, dict[str, int]]:
         score = f"{100 * killed / denom:.1f}%" if denom else "-"
         unexplained = [n for n in r["survivors"] if explanation(n, explained) is None]
         unexplained_by_module[r["module"]] = len(unexplained)
-        run = (f"sample 1/{r['sample']}" if r["sample"]
-               else "partial" if c["not checked"] else "full")
-        lines.append(f"| {r['module']} | {r['commit'][:12]} | {run}, {r['date']}, "
-                     f"{r['seconds']} s | {sum(c.values())} | {killed} | {surv} | {tout} | "
-                     f"{c['no tests']} | {c['not checked']} | {score} | {len(unexplained)} |")
+        run = (
+            f"sample 1/{r['sample']}" if r["sample"] else "partial" if c["not checked"] else "full"
+        )
+        lines.append(
+            f"| {r['module']} | {r['commit'][:12]} | {run}, {r['date']}, "
+            f"{r['seconds']} s | {sum(c.values())} | {killed} | {surv} | {tout} | "
+            f"{c['no tests']} | {c['not checked']} | {score} | {len(unexplained)} |"
+        )
     for before, r in zip(results, current, strict=True):
         lines += ["", f"## {r['module']}", ""]
         if before.get("after"):
             b = collections.Counter(before["counts"])
-            lines += [f"Before: {b['killed']} killed, {b['survived']} survived, "
-                      f"{b['timeout']} timeout, {b['no tests']} no tests "
-                      f"(commit {before['commit'][:12]}, full run).", "",
-                      f"After: {before['after']['note']}", ""]
+            lines += [
+                f"Before: {b['killed']} killed, {b['survived']} survived, "
+                f"{b['timeout']} timeout, {b['no tests']} no tests "
+                f"(commit {before['commit'][:12]}, full run).",
+                "",
+                f"After: {before['after']['note']}",
+                "",
+            ]
         if r.get("note"):
             lines += [r["note"], ""]
         lines += [f"Tests: {', '.join('`' + t + '`' for t in r['tests'])}.", ""]
         if r.get("deselected_failing"):
-            lines += ["Deselected, failing on this commit before any mutation: "
-                      + ", ".join(f"`{t}`" for t in r["deselected_failing"]) + ".", ""]
+            lines += [
+                "Deselected, failing on this commit before any mutation: "
+                + ", ".join(f"`{t}`" for t in r["deselected_failing"])
+                + ".",
+                "",
+            ]
         if not r["survivors"]:
             lines.append("No surviving mutants.")
             continue
         for name, diff in r["survivors"].items():
             why = explanation(name, explained)
-            lines += [f"- `{name}`: " + (why if why else "**UNEXPLAINED**"), "",
-                      "  ```diff", *[f"  {d}" for d in diff.splitlines()], "  ```"]
+            lines += [
+                f"- `{name}`: " + (why if why else "**UNEXPLAINED**"),
+                "",
+                "  ```diff",
+                *[f"  {d}" for d in diff.splitlines()],
+                "  ```",
+            ]
     return "\n".join(lines) + "\n", unexplained_by_module
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", metavar="MODULE", help=f"any of {', '.join(MODULES)}")
-    ap.add_argument("--sample", type=int, default=0, metavar="K",
-                    help="run about one mutant in K of each function (CI); 0: all")
+    ap.add_argument(
+        "--sample",
+        type=int,
+        default=0,
+        metavar="K",
+        help="run about one mutant in K of each function (CI); 0: all",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--workdir", default="/tmp/ckpt-tui-mutation")
-    ap.add_argument("--worktree", action="store_true",
-                    help="mutate a copy of the working tree instead of a clone of HEAD")
+    ap.add_argument(
+        "--worktree",
+        action="store_true",
+        help="mutate a copy of the working tree instead of a clone of HEAD",
+    )
+    ap.add_argument(
+        "--survivors",
+        action="store_true",
+        help="re-run only the survivors of each module's full result (new tests, "
+        "same code) and record the outcome as that result's 'after'",
+    )
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--strict", action="store_true", help="exit 1 on an unexplained survivor")
     args = ap.parse_args()
@@ -257,6 +393,10 @@ def main() -> int:
         for module in args.modules or MODULES:
             print(f"mutating ckpt_tui/{module}.py ...", flush=True)
             result = run_module(module, args)
+            if args.survivors:
+                record_rerun(module, result)
+                print(f"  {module}: survivors re-run: {result['counts']}", flush=True)
+                continue
             out = RESULTS / f"{module}.json"
             full_before = out.exists() and not json.loads(out.read_text()).get("sample")
             if args.sample and full_before:  # a sample never overwrites a full result

@@ -1,0 +1,285 @@
+"""What a deletion run does and reports, pinned where mutating ``ckpt_tui/deletion.py`` went
+unnoticed (issue 14, mutation/report.md): bytes freed against the filesystem's own
+``st_size`` / ``st_blocks``, the folders and index rows that go, a lock held by another
+deleter, rows forgotten or damaged since the plan, open files, interrupted deletions.
+
+Real safetensors files in ``tmp_path``, a real SQLite index, the real service; the oracles
+are the disk and the index read with ``sqlite3``, never the plan that was carried out.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ckpt_tui.deletion import REFUSED
+from ckpt_tui.errors import IndexBusy
+from ckpt_tui.service import CheckpointService
+from ckpt_tui.types import DeleteProgress, Outcome, Plan
+from tests.conftest import make_training
+from tests.test_promises_planning_mut import _scanned, _sql, hold_open
+
+__all__ = ["hold_open"]  # the fixture, shared with the planning promises
+
+LAYERS = ("layer_0", "layer_1", "layer_2")
+
+
+def _rows(db: str) -> dict[str, tuple[object, object]]:
+    """'step relpath/file relpath' -> (state, error), read with sqlite3."""
+    rows = _sql(
+        db,
+        "SELECT s.relpath, f.relpath, f.state, f.error FROM files f "
+        "JOIN steps s ON s.id = f.step_id",
+    )
+    return {f"{s}/{f}": (state, err) for s, f, state, err in rows}
+
+
+def _step_rows(db: str) -> set[str]:
+    return {str(r[0]) for r in _sql(db, "SELECT relpath FROM steps")}
+
+
+def _step_id(db: str, rel: str) -> int:
+    return int(str(_sql(db, "SELECT id FROM steps WHERE relpath = ?", (rel,))[0][0]))
+
+
+async def _plan_first_step(svc: CheckpointService, root: Path, db: str) -> Plan:
+    """Scan ``root`` and plan its step 100 (protections lifted by the service)."""
+    rid = await _scanned(svc, root)
+    return await svc.plan_steps(rid, [_step_id(db, "t/checkpoints/checkpoint_100")])
+
+
+def _usage(paths: list[Path]) -> tuple[int, int]:
+    """(st_size, st_blocks * 512) summed over ``paths``, as the filesystem says."""
+    stats = [os.stat(p) for p in paths]
+    return sum(s.st_size for s in stats), sum(s.st_blocks * 512 for s in stats)
+
+
+def _files(step: Path) -> list[Path]:
+    return sorted(step.rglob("*.safetensors"))
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "root"
+    make_training(root, "t", [100, 200, 300], layers=LAYERS)
+    return root, root / "t" / "checkpoints"
+
+
+async def test_a_run_frees_what_the_filesystem_held_and_reports_each_file_and_folder(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    """Two whole steps: every file deleted with its own st_size and blocks freed, the step
+    and layer folders removed and reported (progress too), their step rows dropped, the
+    training and its last step left."""
+    root, ck = tree
+    rid = await _scanned(svc_unprotected, root)
+    gone = _files(ck / "checkpoint_100") + _files(ck / "checkpoint_200")
+    per_file = {str(p): _usage([p]) for p in gone}
+    size, blocks = _usage(gone)
+    sids = [_step_id(db_path, f"t/checkpoints/checkpoint_{n}") for n in (100, 200)]
+    plan = await svc_unprotected.plan_steps(rid, sids)
+    events: list[DeleteProgress] = []
+    result = await svc_unprotected.execute(plan, events.append)
+    assert {r.path: (r.outcome, r.freed_bytes, r.freed_disk_bytes) for r in result.results} == {
+        p: (Outcome.DELETED, s, b) for p, (s, b) in per_file.items()
+    }
+    assert (result.freed_bytes, result.freed_disk_bytes) == (size, blocks)
+    assert result.ok and not result.cancelled and result.stopped is None
+    assert result.recovered == 0 and result.appeared == () and result.run_id is not None
+    steps = {str(ck / f"checkpoint_{n}") for n in (100, 200)}
+    layers = {f"{s}/{layer}" for s in steps for layer in LAYERS}
+    assert set(result.removed_dirs) == steps | layers
+    assert sorted(result.removed_step_ids) == sorted(sids)
+    assert sorted(p.name for p in ck.iterdir()) == ["checkpoint_300"]
+    assert events[-1].files_done == events[-1].files_total == 6
+    assert (events[-1].bytes_freed, events[-1].bytes_total) == (size, size)
+    assert {d for e in events for d in e.removed_dirs} == steps | layers
+    assert sorted(i for e in events for i in e.removed_step_ids) == sorted(sids)
+    assert [e.item.path for e in events if e.item is not None] == [r.path for r in result.results]
+    assert _step_rows(db_path) == {"t/checkpoints/checkpoint_300"}
+    assert {k for k in _rows(db_path)} == {
+        f"t/checkpoints/checkpoint_300/{layer}/checkpoint.safetensors" for layer in LAYERS
+    }
+
+
+async def test_a_training_deleted_whole_loses_its_folders_and_its_index_rows(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    root, ck = tree
+    make_training(root, "u", [100], layers=LAYERS)
+    rid = await _scanned(svc_unprotected, root)
+    plan = await svc_unprotected.plan_targets(rid, [str(root / "t")])
+    result = await svc_unprotected.execute(plan)
+    assert result.ok
+    assert str(ck) in result.removed_dirs and str(root / "t") in result.removed_dirs
+    assert sorted(p.name for p in root.iterdir()) == ["u"]
+    assert [r[0] for r in _sql(db_path, "SELECT name FROM trainings")] == ["u"]
+    assert _step_rows(db_path) == {"u/checkpoints/checkpoint_100"}
+
+
+async def test_another_deleter_holding_the_lock_refuses_the_run_and_nothing_goes(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    """The lock file is held (flock, as another ckpt-tui deleting through this index holds
+    it): the run is refused with one line and no file or row is touched."""
+    root, ck = tree
+    plan = await _plan_first_step(svc_unprotected, root, db_path)
+    before = _rows(db_path)
+    lock = svc_unprotected.db.lock_path
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(IndexBusy) as err:
+            await svc_unprotected.execute(plan)
+        assert str(err.value) == (
+            f"index {svc_unprotected.db.display} is busy: another ckpt-tui is deleting; "
+            "try again when it finishes"
+        )
+        # an interrupted deletion is left to the holder, or refused when asked for now
+        _sql(db_path, "UPDATE files SET state = 'deleting' WHERE relpath LIKE 'layer_0/%'")
+        assert await svc_unprotected.deleter.recover() == 0
+        with pytest.raises(IndexBusy):
+            await svc_unprotected.finish_interrupted()
+        _sql(db_path, "UPDATE files SET state = 'active'")
+    finally:
+        os.close(fd)
+    assert _rows(db_path) == before
+    assert len(_files(ck)) == 9
+    result = await svc_unprotected.execute(plan)  # the lock released: it goes
+    assert result.ok and not (ck / "checkpoint_100").exists()
+
+
+async def test_a_row_forgotten_since_the_plan_is_skipped_and_its_file_kept(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    root, ck = tree
+    plan = await _plan_first_step(svc_unprotected, root, db_path)
+    step = ck / "checkpoint_100"
+    kept = step / "layer_1" / "checkpoint.safetensors"
+    _sql(
+        db_path,
+        "DELETE FROM files WHERE relpath = 'layer_1/checkpoint.safetensors' AND "
+        "step_id = (SELECT id FROM steps WHERE relpath = 't/checkpoints/checkpoint_100')",
+    )
+    result = await svc_unprotected.execute(plan)
+    by_path = {r.path: (r.outcome, r.error) for r in result.results}
+    assert by_path.pop(str(kept)) == (
+        Outcome.SKIPPED,
+        "no longer in the index, or claimed by another deleter",
+    )
+    assert set(by_path.values()) == {(Outcome.DELETED, None)}
+    assert kept.is_file()
+    assert sorted(p.name for p in step.iterdir()) == ["layer_1"]  # the step is not whole
+    assert result.removed_step_ids == ()
+
+
+async def test_a_plan_entry_that_is_not_a_safe_path_is_refused_and_its_row_kept(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str, tmp_path: Path
+) -> None:
+    """A plan whose entries were tampered with (a path out of the root, a bool for a link
+    count) never acts on them: each is FAILED with the refusal, its row back to active with
+    the error, the file outside untouched; the sound entries still go."""
+    root, _ck = tree
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(b"not yours")
+    plan = await _plan_first_step(svc_unprotected, root, db_path)
+    (step,) = plan.steps
+    first, second, third = step.files
+    bad = (
+        replace(first, relparts=("..", "victim.safetensors")),
+        replace(second, nlink=True),
+        third,
+    )
+    tampered = Plan(plan.root_id, plan.root, (replace(step, files=bad),))
+    result = await svc_unprotected.execute(tampered)
+    assert [(r.path, r.outcome, r.error) for r in result.results[:2]] == [
+        (repr(("..", "victim.safetensors")), Outcome.FAILED, REFUSED),
+        (repr(second.relparts), Outcome.FAILED, REFUSED),
+    ]
+    assert [r.outcome for r in result.results[2:]] == [Outcome.DELETED]
+    assert victim.read_bytes() == b"not yours"
+    rows = _rows(db_path)
+    for f in (first, second):
+        assert rows["t/checkpoints/checkpoint_100/" + "/".join(f.relparts[3:])] == (
+            "active",
+            REFUSED,
+        )
+    assert not os.path.exists(os.path.join(root, *third.relparts))
+
+
+async def test_a_file_open_in_another_process_is_left_unless_allowed(
+    tree: tuple[Path, Path],
+    svc_unprotected: CheckpointService,
+    db_path: str,
+    hold_open: Callable[[Path], int],
+) -> None:
+    root, ck = tree
+    rid = await _scanned(svc_unprotected, root)
+    busy = ck / "checkpoint_100" / "layer_0" / "checkpoint.safetensors"
+    pid = hold_open(busy)
+    sid = _step_id(db_path, "t/checkpoints/checkpoint_100")
+    plan = await svc_unprotected.plan_steps(rid, [sid], include_open=True)
+    assert len(plan.files) == 3
+    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    result = await svc_unprotected.execute(plan)
+    assert [(r.path, r.outcome, r.error) for r in result.failed] == [
+        (str(busy), Outcome.FAILED, f"open in process {pid} ({comm})")
+    ]
+    assert busy.is_file() and len(result.deleted) == 2
+    key = "t/checkpoints/checkpoint_100/layer_0/checkpoint.safetensors"
+    assert _rows(db_path)[key] == ("active", f"open in process {pid} ({comm})")
+    again = await svc_unprotected.plan_steps(rid, [sid], include_open=True)
+    done = await svc_unprotected.execute(again, allow_open=True)
+    assert [r.path for r in done.deleted] == [str(busy)] and not busy.exists()
+
+
+async def test_an_interrupted_deletion_is_finished_and_its_unsafe_rows_refused(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    """Rows an interrupted run claimed (state 'deleting') are finished by the next deleter:
+    their files go (counted as recovered), a claimed row whose path is not safe is put back
+    with the refusal and its file kept."""
+    root, ck = tree
+    rid = await _scanned(svc_unprotected, root)
+    step = ck / "checkpoint_100"
+    _sql(
+        db_path,
+        "UPDATE files SET state = 'deleting' WHERE step_id = ?",
+        (_step_id(db_path, "t/checkpoints/checkpoint_100"),),
+    )
+    _sql(
+        db_path,
+        "UPDATE files SET relpath = '../layer_2/checkpoint.safetensors' WHERE "
+        "relpath = 'layer_2/checkpoint.safetensors' AND state = 'deleting'",
+    )
+    plan = await svc_unprotected.plan_steps(rid, [])
+    result = await svc_unprotected.execute(plan)
+    assert result.recovered == 2
+    assert [p.name for p in step.iterdir()] == ["layer_2"]
+    assert (step / "layer_2" / "checkpoint.safetensors").is_file()
+    rows = _rows(db_path)
+    assert rows["t/checkpoints/checkpoint_100/../layer_2/checkpoint.safetensors"] == (
+        "active",
+        REFUSED,
+    )
+    assert [k for k in rows if k.startswith("t/checkpoints/checkpoint_100/layer")] == []
+    assert await svc_unprotected.interrupted() is None
+
+
+async def test_files_that_appeared_in_a_whole_step_are_reported_and_keep_the_step_row(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    root, ck = tree
+    plan = await _plan_first_step(svc_unprotected, root, db_path)
+    step = ck / "checkpoint_100"
+    late = step / "layer_1" / "late.safetensors"
+    late.write_bytes(b"written after the scan")
+    result = await svc_unprotected.execute(plan)
+    assert result.appeared == (str(late),)
+    assert late.is_file() and result.removed_step_ids == ()
+    assert "t/checkpoints/checkpoint_100" in _step_rows(db_path)
