@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Input
 
+from ckpt_tui import fs
 from ckpt_tui.errors import CkptError
 from ckpt_tui.service import CheckpointService
 from ckpt_tui.tui import format as fmt
@@ -79,6 +80,9 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         self._disk_fn = disk_usage
         self.units = fmt.Units(si=si)
         self.model = TreeModel(RootInfo(0, root, None))
+        # named as it will be once the index is open; no figures until the index has them
+        self.model.root.rename(os.path.basename(self.show_path(root).rstrip("/")) or root)
+        self.model.pending = "opening…"
         self.marks = Marks()
         self.loader = Loader(self.model, self.marks)
         self.marks_ready = asyncio.Event()  # set once the file map behind marks is loaded
@@ -133,7 +137,7 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         self.ckpt_tree.focus()
         self.watch(self.ckpt_tree, "cursor", self._cursor_moved, init=False)
         self._place_details(self.size.width)
-        self.refresh_status()
+        self.refresh_disk()
         self.set_interval(DISK_POLL_SECONDS, self.refresh_disk)
         self._startup()
 
@@ -167,6 +171,7 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         self.model.root.rename(os.path.basename(self.show_path(info.path)) or info.path)
         self.refresh_disk()
         await self.reload()
+        self.model.pending = ""
         if info.scanned_at is None:
             self.start_scan(None)
         else:
@@ -254,8 +259,8 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
 
     def disk_now(self) -> DiskUsage | None:
         try:
-            fn = self._disk_fn or (self.svc.disk_usage if self.svc else None)
-            return fn(self.root_dir) if fn else None
+            fn = self._disk_fn or (self.svc.disk_usage if self.svc else fs.disk_usage)
+            return fn(self.root_dir)
         except OSError:
             return None
 
@@ -277,6 +282,7 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
                 filter=self.model.filter,
                 read_only=self.read_only,
                 note=self.note,
+                pending=self.model.pending,
             )
         )
 
@@ -304,6 +310,8 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         what = training.name if training is not None else self.show_path(self.root_dir)
         self.query_one(ProgressPanel).start(f"Scanning {what}…", None, "rows appear as found")
         self.note = "scanning…"
+        if not self.model.root.files:  # a first scan: no figure is known yet
+            self.model.pending = "scanning…"
         self.mark_dirty()
         self._scan(training)
 
@@ -339,6 +347,7 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
             result = None
         finally:
             self.scanning = False
+            self.model.pending = ""
             for panel in self.query(ProgressPanel):  # none when the app is closing
                 panel.stop()
         if not self.query(ProgressPanel):

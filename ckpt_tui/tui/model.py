@@ -166,6 +166,7 @@ class TreeModel:
         self.apparent = True  # sort by apparent size (False: by disk usage)
         self._filter = ""
         self.errors: dict[int, tuple[int, str]] = {}  # file id -> (step id, why not deleted)
+        self.pending = ""  # shown instead of the root's figures until they are known
         self.training_nodes: dict[int, Node] = {}
         self.step_nodes: dict[int, Node] = {}
         self._listeners: list[ModelListener] = []

@@ -15,6 +15,7 @@ from ckpt_tui.service import CheckpointService
 from ckpt_tui.tui.model import Kind
 from ckpt_tui.tui.screens.confirm import ConfirmScreen
 from ckpt_tui.tui.screens.help import HelpScreen
+from ckpt_tui.tui.widgets.hanging import HangingText
 from ckpt_tui.tui.widgets.status import StatusBar
 from ckpt_tui.types import DiskUsage
 
@@ -110,7 +111,7 @@ async def test_keep_newest_n_previews_then_marks(
         await settle(app, pilot)
         await pilot.press("backspace", "5")
         await settle(app, pilot)
-        preview = str(app.screen.query_one("#keep-preview").render())
+        preview = app.screen.query_one("#keep-preview", HangingText).plain
         assert "would mark 19 steps" in preview
         await pilot.press("enter")
         await settle(app, pilot)
@@ -134,12 +135,12 @@ async def test_keep_dialog_rules_show_reasons_and_keep_more(
         app.screen.query_one("#keep-every").focus()
         await pilot.press(*"10000")
         await settle(app, pilot)
-        preview = str(app.screen.query_one("#keep-preview").render())
+        preview = app.screen.query_one("#keep-preview", HangingText).plain
         assert "keep train_36766f85/checkpoint_10000: every 10000" in preview
         app.screen.query_one("#keep-best").focus()
         await pilot.press(*"avg_loss:sideways")
         await settle(app, pilot)
-        assert "not a rule" in str(app.screen.query_one("#keep-preview").render())
+        assert "not a rule" in app.screen.query_one("#keep-preview", HangingText).plain
         for _ in "sideways":
             await pilot.press("backspace")
         await pilot.press(*"min")
@@ -458,11 +459,11 @@ async def test_open_file_needs_a_second_confirmation(
             await pilot.press("space", "space")  # 10000 (held open) and 20000
             await pilot.press("d")
             await settle(app, pilot)
-            text = str(app.screen.query_one("#confirm-text").render())
+            text = app.screen.query_one("#confirm-text", HangingText).plain
             assert "open in process" in text
             await pilot.press("y")  # the first yes: the dialog about the open file follows
             await settle(app, pilot)
-            second = str(app.screen.query_one("#open-text").render())
+            second = app.screen.query_one("#open-text", HangingText).plain
             assert "sae.safetensors" in second and "go either way" in second
             await pilot.press("n")  # keep the open file; the rest goes
             await settle(app, pilot)

@@ -21,6 +21,7 @@ from ckpt_tui.tui.screens.help import HelpScreen
 from ckpt_tui.tui.screens.keep import KeepNewestScreen
 from ckpt_tui.tui.screens.quit import QuitWhileDeletingScreen
 from ckpt_tui.tui.widgets.details import DetailsPanel
+from ckpt_tui.tui.widgets.hanging import HangingText
 from ckpt_tui.types import ExecuteResult, ForeignFile, Plan
 
 from .conftest import (
@@ -370,7 +371,7 @@ async def test_keep_dialog_title_follows_all_trainings_and_enter_on_the_box_only
         assert isinstance(app.screen, KeepNewestScreen), "Enter on the box did not mark"
         assert "[✓] all trainings" in screen_text(app) and "of all trainings" in screen_text(app)
         assert "Mark (Enter)" in screen_text(app) and "Cancel (Esc)" in screen_text(app)
-        preview = str(screen.query_one("#keep-preview").render())
+        preview = screen.query_one("#keep-preview", HangingText).plain
         kept = int(preview.split("keeps ")[1].split(" ")[0])
         listed = preview.count("  keep ")
         m = re.search(r"… and (\d+) more kept", preview)
@@ -434,7 +435,7 @@ async def test_confirm_lists_foreign_files_and_ticking_replans(
         await until(
             pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
         )
-        text = str(app.screen.query_one("#confirm-text").render())
+        text = app.screen.query_one("#confirm-text", HangingText).plain
         assert "Kept: 12 foreign files" in text and "notes_0.txt" in text and "… and 4 more" in text
         assert "[ ] also delete these 12 foreign files" in screen_text(app)
         app.screen.query_one("#confirm-foreign").focus()
@@ -462,7 +463,7 @@ async def test_including_protected_steps_deletes_the_newest(
             pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
         )
         assert "Nothing can be deleted" in screen_text(app)
-        text = str(app.screen.query_one("#confirm-text").render())
+        text = app.screen.query_one("#confirm-text", HangingText).plain
         assert text.count("checkpoint_40000") == 1 and "newest" in text
         app.screen.query_one("#confirm-force").focus()
         await pilot.press("space")
@@ -488,7 +489,7 @@ async def test_a_protected_mark_does_not_linger_after_a_deletion(
         await until(
             pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
         )
-        assert "Kept: protected (1)" in str(app.screen.query_one("#confirm-text").render())
+        assert "Kept: protected (1)" in app.screen.query_one("#confirm-text", HangingText).plain
         await pilot.press("y")
         await settle(app, pilot)
         assert (demo.root / "sae_gpt2_small_l8" / "checkpoint_40000").exists()
@@ -512,7 +513,7 @@ async def test_filter_hidden_marks_are_named_in_the_confirm(
         await until(
             pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
         )
-        text = str(app.screen.query_one("#confirm-text").render())
+        text = app.screen.query_one("#confirm-text", HangingText).plain
         assert "1 marked step is hidden by the filter: sae_gpt2_small_l8/checkpoint_10000" in text
 
 

@@ -20,6 +20,7 @@ from ckpt_tui.errors import CkptError
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.screens import plan_text
 from ckpt_tui.tui.screens.dialog import Dialog
+from ckpt_tui.tui.widgets.hanging import HangingText
 from ckpt_tui.tui.widgets.tick import Tick
 from ckpt_tui.types import DiskUsage, Plan
 
@@ -68,10 +69,11 @@ class ConfirmScreen(Dialog[Plan | None]):
         with Vertical(id="confirm-box", classes="dialog"):
             yield Static(self._title(), id="confirm-title", classes="dialog-title")
             with VerticalScroll(classes="dialog-body", id="confirm-body"):
-                yield Static(self._pending_text(), id="confirm-text")
+                yield HangingText(self._pending_text(), id="confirm-text")
             with Vertical(classes="dialog-footer"):
                 yield Tick("include protected steps", id="confirm-force")
                 yield Tick("also delete the foreign files", id="confirm-foreign")
+                yield HangingText(id="confirm-note", classes="dialog-note")
                 with Horizontal(classes="dialog-buttons"):
                     yield Button("Cancel (n)", id="cancel", variant="primary", compact=True)
                     yield Button(
@@ -82,7 +84,15 @@ class ConfirmScreen(Dialog[Plan | None]):
         self.query_one("#cancel", Button).focus()
         for box in self.query(Tick):
             box.display = False
+        self.say("")
         self._load()
+
+    def say(self, text: str, style: str = "$text-muted") -> None:
+        """A word about the last key, inside the dialog above its buttons (a toast would
+        cover the dialog at 80x24; the dialog hides them)."""
+        note = self.query_one("#confirm-note", HangingText)
+        note.update(Content.styled(text, style))
+        note.display = bool(text)
 
     @property
     def force(self) -> bool:
@@ -104,9 +114,10 @@ class ConfirmScreen(Dialog[Plan | None]):
                 req.root_id, req.file_ids, force=self.force, include_foreign=self.include_foreign
             )
         except CkptError as err:
-            self.query_one("#confirm-text", Static).update(
+            self.query_one("#confirm-text", HangingText).update(
                 Content.styled(f"Cannot plan the deletion: {err}", "bold $error")
             )
+            self.plan, self.pending = None, False
             return
         try:  # fresh, not the last poll: the dialog promises free space after
             usage = await asyncio.to_thread(self._disk_fn)
@@ -114,13 +125,14 @@ class ConfirmScreen(Dialog[Plan | None]):
             usage = None
         self.plan, self.free = plan, usage.free if usage is not None else None
         self.pending = False
+        self.say("")
         self._show(plan)
 
     def _show(self, plan: Plan) -> None:
         req = self.request
         text = plan_text.describe(plan, self.units, req.rel, self.free, req.hidden, req.step_paths)
         self.query_one("#confirm-title", Static).update(self._title(plan))
-        self.query_one("#confirm-text", Static).update(text)
+        self.query_one("#confirm-text", HangingText).update(text)
         force = self.query_one("#confirm-force", Tick)
         forcable = plan_text.forcable(plan)
         force.display = bool(forcable) or force.value
@@ -137,7 +149,7 @@ class ConfirmScreen(Dialog[Plan | None]):
 
     @on(Checkbox.Changed)
     def _ticked(self) -> None:
-        self.query_one("#confirm-text", Static).update(self._pending_text())
+        self.query_one("#confirm-text", HangingText).update(self._pending_text())
         self._load()
 
     # text -------------------------------------------------------------------------------
@@ -172,9 +184,11 @@ class ConfirmScreen(Dialog[Plan | None]):
     def action_choose(self, yes: bool) -> None:
         if not yes:
             self.dismiss(None)
-        elif self.pending or self.plan is None:
-            self.notify("Still checking the plan; y works in a moment", timeout=2)
+        elif self.pending:
+            self.say("Still checking the plan: y works once the figures above are final.")
+        elif self.plan is None:
+            self.say("Nothing was planned, so nothing can be deleted: n or Esc closes.", "$error")
         elif self.plan.empty:
-            self.notify("Nothing in this plan can be deleted", severity="warning", timeout=3)
+            self.say("Nothing in this plan can be deleted: n or Esc closes.", "$warning")
         else:
             self.dismiss(self.plan)

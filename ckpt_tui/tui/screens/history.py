@@ -17,6 +17,7 @@ from ckpt_tui.history import RunRecord
 from ckpt_tui.service import CheckpointService
 from ckpt_tui.tui.format import Units
 from ckpt_tui.tui.screens.dialog import Dialog
+from ckpt_tui.tui.widgets.hanging import HangingText
 
 
 def when(t: float | None) -> str:
@@ -99,7 +100,7 @@ class HistoryScreen(Dialog[None]):
             )
             yield OptionList(id="history-runs")
             with VerticalScroll(classes="dialog-body", id="history-body"):
-                yield Static(Content.styled("loading…", "$text-muted"), id="history-steps")
+                yield HangingText(Content.styled("loading…", "$text-muted"), id="history-steps")
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()
@@ -114,14 +115,16 @@ class HistoryScreen(Dialog[None]):
         if self.runs:
             runs.highlighted = 0
         else:
-            self.query_one("#history-steps", Static).update(
+            self.query_one("#history-steps", HangingText).update(
                 Content.styled("no deletions recorded under this root yet", "$text-muted")
             )
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         i = event.option_index
         if 0 <= i < len(self.runs):
-            self.query_one("#history-steps", Static).update(steps_text(self.runs[i], self.units))
+            self.query_one("#history-steps", HangingText).update(
+                steps_text(self.runs[i], self.units)
+            )
 
     def action_scroll(self, how: str) -> None:
         if how in ("up", "down"):  # arrows move between runs; pages scroll the steps

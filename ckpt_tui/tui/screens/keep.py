@@ -17,6 +17,7 @@ from ckpt_tui.errors import CkptError
 from ckpt_tui.retention import Rules, parse_best, parse_duration
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.screens.dialog import Dialog
+from ckpt_tui.tui.widgets.hanging import HangingText
 from ckpt_tui.tui.widgets.tick import Tick
 from ckpt_tui.types import Plan
 
@@ -73,7 +74,7 @@ class KeepNewestScreen(Dialog[Plan | None]):
                 with Horizontal(classes="keep-rule"):
                     yield Static("newer than", classes="keep-rule-label")
                     yield Input("", placeholder="24h, 7d", id="keep-newer")
-                yield Static("", id="keep-preview")
+                yield HangingText("", id="keep-preview")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel (Esc)", id="keep-cancel", compact=True)
                 yield Button("Mark (Enter)", id="keep-mark", variant="warning", compact=True)
@@ -126,7 +127,7 @@ class KeepNewestScreen(Dialog[Plan | None]):
         rules = self._rules()
         if isinstance(rules, str):
             self.plan = None
-            self.query_one("#keep-preview", Static).update(Content.styled(rules, "$error"))
+            self.query_one("#keep-preview", HangingText).update(Content.styled(rules, "$error"))
             return
         self._preview(rules, self._everything())
 
@@ -135,10 +136,10 @@ class KeepNewestScreen(Dialog[Plan | None]):
         try:
             plan = await self.preview_fn(rules, everything)
         except CkptError as err:
-            self.query_one("#keep-preview", Static).update(Content.styled(str(err), "$error"))
+            self.query_one("#keep-preview", HangingText).update(Content.styled(str(err), "$error"))
             return
         self.plan, self._plan_key = plan, (rules, everything)
-        self.query_one("#keep-preview", Static).update(self._describe(plan))
+        self.query_one("#keep-preview", HangingText).update(self._describe(plan))
         if self._accept_when_ready:
             self._accept()
 

@@ -15,6 +15,7 @@ from textual.widgets import Button, Static
 from ckpt_tui.errors import CkptError
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.screens.dialog import Dialog
+from ckpt_tui.tui.widgets.hanging import HangingText
 from ckpt_tui.types import Plan
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class OpenFilesScreen(Dialog[Plan | None]):
                 classes="dialog-title",
             )
             with VerticalScroll(classes="dialog-body"):
-                yield Static(Content("\n").join(lines), id="open-text")
+                yield HangingText(Content("\n").join(lines), id="open-text")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel (Esc)", id="cancel", variant="primary", compact=True)
                 yield Button("Skip them (n)", id="skip", compact=True)

@@ -178,4 +178,6 @@ def describe(
             )
     if plan.empty and not kept and not plan.foreign:
         lines.append(Content("None of the marked files is in the index any more: r re-scans."))
+    while lines and not lines[0].plain:  # nothing to free: the first section starts at the top
+        lines.pop(0)
     return Content("\n").join(lines)

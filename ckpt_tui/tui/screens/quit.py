@@ -11,6 +11,7 @@ from textual.content import Content
 from textual.widgets import Button, Static
 
 from ckpt_tui.tui.screens.dialog import Dialog
+from ckpt_tui.tui.widgets.hanging import HangingText
 
 
 class QuitWhileDeletingScreen(Dialog[bool]):
@@ -32,7 +33,7 @@ class QuitWhileDeletingScreen(Dialog[bool]):
                 classes="dialog-title",
             )
             with VerticalScroll(classes="dialog-body"):
-                yield Static(
+                yield HangingText(
                     Content("\n").join(
                         [
                             Content(self.progress),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from rich.cells import cell_len
 from textual.content import Content
-from textual.widget import Widget
 
 from ckpt_tui.history import LastDeletion
 from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.marks import Marks
 from ckpt_tui.tui.model import Kind, MarkState, Node, TreeModel
+from ckpt_tui.tui.widgets.hanging import HangingText, Line, auto_hang
 from ckpt_tui.types import (
     FileDetails,
     FileInfo,
@@ -25,6 +26,8 @@ from ckpt_tui.types import (
 MAX_TENSORS = 24
 MAX_FILES = 24
 NAME_W = 28
+KEY_W = 10  # "modified  ": a wrapped value continues under itself, not under its key
+TENSOR_NAME_W = 20
 
 
 def _when(mtime_ns: int, now: float) -> str:
@@ -36,15 +39,23 @@ def _when(mtime_ns: int, now: float) -> str:
 
 def _kv(key: str, value: str | Content, style: str = "") -> Content:
     return Content.assemble(
-        (f"{key:<10}", "$text-muted"), (value, style) if isinstance(value, str) else value
+        (f"{key:<{KEY_W}}", "$text-muted"), (value, style) if isinstance(value, str) else value
     )
 
 
-class DetailsPanel(Widget):
+def _hang(line: Content) -> int:
+    """A ``key      value`` line continues under its value; others under their indent."""
+    text = line.plain
+    if text[:1] != " " and len(text) > KEY_W and text[KEY_W - 1] == " ":
+        return KEY_W
+    return auto_hang(line)
+
+
+class DetailsPanel(HangingText):
     """Shows one node; the app feeds it and may add file details loaded from the index.
 
     Renders its own content (no child widgets), so moving the cursor repaints this panel
-    without re-running the screen layout.
+    without re-running the screen layout; a value too long for the panel wraps under itself.
     """
 
     def __init__(
@@ -61,11 +72,7 @@ class DetailsPanel(Widget):
         self._units = units
         self._now = now
         self._show_path = show_path
-        self._content = Content("")
         self._last: LastDeletion | None = None
-
-    def render(self) -> Content:
-        return self._content
 
     def show(
         self,
@@ -77,8 +84,8 @@ class DetailsPanel(Widget):
         """``last``: the newest deletion in a training (loaded after the first paint)."""
         self._last = last
         lines = self._lines(node, marks, details) if node is not None else []
-        self._content = Content("\n").join(lines)
-        self.refresh()
+        shown: list[Line] = [(line, _hang(line)) for line in lines]
+        self.update(shown)
 
     def _fmt(self, n: int) -> str:
         return self._units.size(n)
@@ -243,10 +250,15 @@ def _mistudio(m: MiStudioStep) -> str:
 
 
 def _tensors(tensors: Sequence[object]) -> list[Content]:
+    names = [str(getattr(t, "name", "")) for t in tensors]
+    name_w = min(TENSOR_NAME_W, max((cell_len(n) for n in names), default=0))
     out = []
-    for t in tensors:
-        name = getattr(t, "name", "")
+    for t, name in zip(tensors, names, strict=True):
         dtype = getattr(t, "dtype", "")
         shape = "×".join(str(d) for d in getattr(t, "shape", ()))
-        out.append(Content.assemble(f"  {name:<20} ", (f"{dtype:<5}", "$secondary"), f" [{shape}]"))
+        out.append(
+            Content.assemble(
+                f"  {fmt.pad(name, name_w)} ", (f"{dtype:<5}", "$secondary"), f" [{shape}]"
+            )
+        )
     return out

@@ -40,6 +40,7 @@ class StatusFacts:
     filter: str
     read_only: bool
     note: str = ""
+    pending: str = ""  # "opening…", "scanning…": the totals are not known yet
 
 
 def _fits(pieces: list[tuple[str, str]], width: int) -> bool:
@@ -108,6 +109,8 @@ class StatusBar(Widget):
             ],
             [(a, app_style), (" / ", "$text-muted"), (d, disk_style), (" disk", "$text-muted")],
         ]
+        if f.pending:
+            variants = [[(f.pending, "$text-muted")]]
         used = sum(cell_len(t) for t, _ in head) + 3
         tail = variants[-1]
         for v in variants:

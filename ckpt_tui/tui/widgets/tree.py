@@ -277,6 +277,9 @@ class CheckpointTree(ScrollView, can_focus=True):
         segs.append(Segment(" " * max(0, cols.name - used), base))
         units = self.units
         size = units.pick(node.size, node.disk)
+        if node.kind == Kind.ROOT and self.model.pending:  # no figure is known yet
+            segs.append(Segment(" " + fmt.head(self.model.pending, cols.right - 1), base))
+            return segs
         if cols.size:
             segs.append(Segment(" " + fmt.pad(units.size(size), cols.size, right=True), base))
         if cols.bar:

@@ -1,0 +1,143 @@
+"""What the screen says in the states a new user meets in tmux at 80x24: before the index is
+open, during the first scan, while the confirm dialog checks its plan, a protected step whose
+path is too long for one line. Each test waits on the state (an event it holds, a condition),
+never on a number of pauses."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from textual.widgets import Button
+from textual.widgets._toast import Toast
+
+from ckpt_tui.demo import DemoTree
+from ckpt_tui.service import CheckpointService
+from ckpt_tui.tui.model import Kind
+from ckpt_tui.tui.screens.confirm import ConfirmScreen
+from ckpt_tui.tui.widgets.hanging import HangingText, wrap_hanging
+
+from .conftest import fake_disk, goto, make_app, screen_lines, screen_text, settle, until
+
+SMALL = (80, 24)
+
+
+def test_wrapped_lines_keep_their_indent() -> None:
+    from textual.content import Content
+
+    line = Content("  run_alpha_long_name/checkpoints/checkpoint_1000/ (1 file)  newest step")
+    assert [c.plain for c in wrap_hanging(line, 40, 4)] == [
+        "  run_alpha_long_name/checkpoints/",
+        "    checkpoint_1000/ (1 file)  newest",
+        "    step",
+    ]
+    assert wrap_hanging(Content("short"), 40, 4)[0].plain == "short"
+
+
+async def test_before_and_during_the_first_scan_the_root_shows_no_false_figures(
+    demo: DemoTree,
+) -> None:
+    """The root row is named like the folder from the first frame; until the index has
+    figures the root and the header say what is going on, not "0 Bytes · 0 trainings"."""
+    svc = await CheckpointService.open(str(demo.db_path))
+    opened, scanning = asyncio.Event(), asyncio.Event()
+    add_root, scan = svc.add_root, svc.scan
+
+    async def slow_add_root(*a: Any, **kw: Any) -> Any:
+        await opened.wait()
+        return await add_root(*a, **kw)
+
+    async def slow_scan(*a: Any, **kw: Any) -> Any:
+        await scanning.wait()
+        return await scan(*a, **kw)
+
+    svc.add_root = slow_add_root  # type: ignore[method-assign]
+    svc.scan = slow_scan  # type: ignore[method-assign]
+    app = make_app(demo, svc, disk_usage=fake_disk())
+    try:
+        async with app.run_test(size=SMALL) as pilot:
+            await until(pilot, lambda: app.model.pending == "opening…", "the first frame")
+            lines = screen_lines(app)
+            assert "opening…" in lines[0] and "0 Bytes" not in lines[0]
+            assert "114.6 GiB free" in lines[1], "disk usage from the first frame"
+            root_row = lines[3]
+            assert "▼ trainings" in root_row and str(demo.root) not in root_row
+            assert "opening…" in root_row and "0 Bytes" not in root_row and "█" not in root_row
+            opened.set()
+            await until(pilot, lambda: app.model.pending == "scanning…", "the first scan")
+            lines = screen_lines(app)
+            assert "scanning…" in lines[0] and "0 Bytes apparent" not in lines[0]
+            assert "scanning…" in lines[3] and "0 trainings" not in lines[3]
+            scanning.set()
+            await settle(app, pilot)
+            lines = screen_lines(app)
+            assert app.model.pending == "" and "4 trainings" in lines[3]
+            assert "GiB apparent" in lines[0]
+    finally:
+        await svc.close()
+
+
+async def test_the_confirm_dialog_keeps_its_buttons_and_answers_inside_while_checking(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    """At 80x24 a toast (2 steps left unmarked) and y pressed before the plan is checked:
+    the buttons stay on screen, the answer is a line in the dialog, no toast covers it."""
+    checked = asyncio.Event()
+    plan_files = service.plan_files
+
+    async def slow_plan(*a: Any, **kw: Any) -> Any:
+        await checked.wait()
+        return await plan_files(*a, **kw)
+
+    service.plan_files = slow_plan  # type: ignore[method-assign]
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await goto(app, pilot, "train_36766f85")
+        await pilot.press("space")  # the training: its protected steps are left, with a toast
+        await until(pilot, lambda: app.marks.marked_steps() > 0, "marks")
+        assert app._notifications, "the 'left unmarked' toast is up when d is pressed"
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the dialog")
+        screen = app.screen
+        assert isinstance(screen, ConfirmScreen)
+        await pilot.press("y")
+        note = screen.query_one("#confirm-note", HangingText)
+        await until(pilot, lambda: "Still checking" in note.plain, "the answer to y")
+        text = screen_text(app)
+        assert "Cancel (n)" in text and "Delete (y)" in text
+        assert "Still checking the plan" in text
+        assert all(not t.visible for t in screen.query(Toast)), "no toast over the dialog"
+        assert screen.query_one("#confirm", Button).disabled
+        checked.set()
+        await until(pilot, lambda: not screen.pending, "the checked plan")
+        assert not note.display
+        assert "Cancel (n)" in screen_text(app) and "Delete (y)" in screen_text(app)
+
+
+async def test_a_protected_step_too_long_for_a_line_wraps_under_itself(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    """The newest step marked by hand at 80x24: its folder and reason continue indented,
+    never at the dialog's left edge where they would read as a new entry."""
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await goto(app, pilot, "train_36766f85")
+        await pilot.press("right")
+        await settle(app, pilot)
+        steps = [n for n in app.model.rows if n.kind == Kind.STEP]
+        await goto(app, pilot, max(steps, key=lambda n: n.number).name)
+        await pilot.press("space", "d")
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending,
+            "the checked plan",
+        )
+        lines = screen_lines(app)
+        start = next(i for i, line in enumerate(lines) if "Kept: protected (1)" in line)
+        entry, more = lines[start + 1], lines[start + 2]
+        assert entry.startswith("█   train_36766f85/")
+        assert more.startswith("█     ") and more[6] != " ", "continued two cells deeper"
+        words = " ".join(part.strip("█ ") for part in (entry, more))
+        assert "newest step with a valid checkpoint" in words
