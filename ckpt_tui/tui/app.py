@@ -172,6 +172,7 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         self.refresh_disk()
         await self.reload()
         self.model.pending = ""
+        self.report_interrupted(await self.svc.interrupted())
         if info.scanned_at is None:
             self.start_scan(None)
         else:

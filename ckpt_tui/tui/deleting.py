@@ -6,6 +6,7 @@ and apply what it took from the deleter to the model and the marks.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.marks import Marks
 from ckpt_tui.tui.model import Kind, TreeModel
 from ckpt_tui.tui.widgets.status import ProgressPanel
-from ckpt_tui.types import DiskUsage, Plan, StepInfo
+from ckpt_tui.types import DiskUsage, Interrupted, Plan, StepInfo
 
 if TYPE_CHECKING:
     from ckpt_tui.service import CheckpointService
@@ -51,6 +52,35 @@ class DeleteActions(App[int]):
         def refresh_status(self) -> None: ...
         def mark_dirty(self) -> None: ...
         async def reload(self) -> None: ...
+
+    def report_interrupted(self, pending: Interrupted | None) -> None:
+        """Say at start that a deletion was interrupted (the tree shows its steps with ⚠):
+        what a read-only browser leaves, and that d finishes it first."""
+        if pending is None:
+            return
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in pending.first_steps[:2]]
+        steps = ", ".join(names) + (", …" if pending.steps > 2 else "")
+        what = f"{fmt.count(pending.files, 'file')} in {fmt.count(pending.steps, 'step')} ({steps})"
+        if pending.running:
+            self.notify(
+                f"Another ckpt-tui is deleting {what} through this index right now.",
+                title="Deletion running elsewhere",
+                severity="warning",
+                timeout=12,
+            )
+            return
+        since = f" {fmt.age(int(pending.since * 1e9), time.time())} ago" if pending.since else ""
+        then = (
+            "Read-only: nothing is finished here; a deleting ckpt-tui (d, prune, rm) finishes it."
+            if self.read_only
+            else "The next deletion (d) finishes it first."
+        )
+        self.notify(
+            f"A deletion stopped{since} before it finished: {what}. {then}",
+            title="Interrupted deletion",
+            severity="warning",
+            timeout=12,
+        )
 
     # asking -----------------------------------------------------------------------------
 
@@ -193,7 +223,10 @@ class DeleteActions(App[int]):
             return
         from ckpt_tui.tui.screens.quit import QuitWhileDeletingScreen
 
-        self.push_screen(QuitWhileDeletingScreen(run.label(self.units)), self._quit_answered)
+        def progress() -> str | None:
+            return run.label(self.units) if self.deletion is run else None
+
+        self.push_screen(QuitWhileDeletingScreen(progress), self._quit_answered)
 
     def _quit_answered(self, stop: bool | None) -> None:
         run = self.deletion

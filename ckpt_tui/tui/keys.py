@@ -46,7 +46,8 @@ BINDINGS: list[BindingType] = [
     Binding("question_mark", "help", "Help", id="help"),
     Binding("q", "quit_app", "Quit", id="quit"),
     Binding("escape", "stop", "Stop", id="stop"),
-    Binding("escape", "clear_filter", "Clear filter", id="clear_filter"),
+    # not in the footer: at 80 columns it would push q Quit out; the header says Esc clears
+    Binding("escape", "clear_filter", "Clear filter", show=False, id="clear_filter"),
     Binding("p", "pin", "Pin", show=False, id="pin"),
     Binding("u", "clear_marks", "Unmark all", show=False, id="clear"),
     Binding("i", "invert", "Invert", show=False, id="invert"),

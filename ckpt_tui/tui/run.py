@@ -182,6 +182,11 @@ class DeletionRun:
             msg += f"; removed {fmt.count(len(result.removed_step_ids), 'step directory')}"
         if result.cancelled:
             msg = "Stopped. " + msg
+        if result.recovered:
+            msg = (
+                f"First finished an interrupted deletion "
+                f"({fmt.count(result.recovered, 'file')}). " + msg
+            )
         out.append(Notice(msg, "Deletion finished"))
         if result.stopped:
             out.append(Notice(self._stopped_words(result), "Deletion stopped", "error", 20))

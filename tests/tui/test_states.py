@@ -15,7 +15,9 @@ from ckpt_tui.demo import DemoTree
 from ckpt_tui.service import CheckpointService
 from ckpt_tui.tui.model import Kind
 from ckpt_tui.tui.screens.confirm import ConfirmScreen
+from ckpt_tui.tui.screens.quit import QuitWhileDeletingScreen
 from ckpt_tui.tui.widgets.hanging import HangingText, wrap_hanging
+from ckpt_tui.types import DeleteProgress, Plan
 
 from .conftest import fake_disk, goto, make_app, screen_lines, screen_text, settle, until
 
@@ -141,3 +143,99 @@ async def test_a_protected_step_too_long_for_a_line_wraps_under_itself(
         assert more.startswith("█     ") and more[6] != " ", "continued two cells deeper"
         words = " ".join(part.strip("█ ") for part in (entry, more))
         assert "newest step with a valid checkpoint" in words
+
+
+async def test_the_quit_question_follows_the_running_deletion(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    """q while deleting: the question's progress line moves with the run (it froze at the
+    moment q was pressed), and says so when the run ends under it."""
+    progressed, finish = asyncio.Event(), asyncio.Event()
+    execute = service.execute
+    reported: list[str] = []
+
+    async def stepwise(plan: Plan, on_progress: Any = None, cancel: Any = None, **kw: Any) -> Any:
+        await progressed.wait()
+        first = plan.steps[0]
+        reported.append(f"Deleting {len(first.files)}/{plan.file_count} files")
+        on_progress(DeleteProgress(None, len(first.files), plan.file_count, 0, plan.bytes))
+        await finish.wait()
+        return await execute(plan, on_progress, cancel, **kw)
+
+    service.execute = stepwise  # type: ignore[method-assign]
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await goto(app, pilot, "sae_gpt2_small_l8")
+        await pilot.press("space", "d")
+        await until(
+            pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
+        )
+        await pilot.press("y")
+        await until(pilot, lambda: app.deleting, "the run")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, QuitWhileDeletingScreen), "the question")
+        line = app.screen.query_one("#quit-progress", HangingText)
+        assert line.plain.startswith("Deleting 0/")
+        progressed.set()
+        await until(pilot, lambda: bool(reported) and reported[0] in line.plain, "progress")
+        assert reported[0] in screen_text(app)
+        finish.set()
+        await until(pilot, lambda: "has finished" in line.plain, "the run's end")
+        assert "The deletion has finished: q quits, n stays." in screen_text(app)
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, QuitWhileDeletingScreen), "closed")
+        assert app.is_running
+
+
+async def test_an_active_filter_keeps_the_footer_whole_and_says_how_to_clear_it(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await pilot.press("slash", *"4000", "enter")
+        await until(pilot, lambda: app.model.filter == "4000", "the filter")
+        await settle(app, pilot)
+        lines = screen_lines(app)
+        footer = lines[-1].rstrip()
+        assert "? Help" in footer and "q Quit" in footer
+        assert footer.split("q Quit")[1].strip().startswith("▏^p palette"), "nothing cut"
+        assert "filter 4000 (Esc clears)" in lines[2]
+
+
+async def test_an_empty_history_is_one_line_not_an_empty_box(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    from textual.widgets import OptionList
+
+    from ckpt_tui.tui.screens.history import HistoryScreen
+
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await pilot.press("H")
+        await until(pilot, lambda: isinstance(app.screen, HistoryScreen), "history")
+        await settle(app, pilot)
+        assert not app.screen.query_one(OptionList).display
+        text = screen_text(app)
+        assert "no deletions recorded under this root yet" in text and "▔▔▔" not in text
+
+
+async def test_an_interrupted_deletion_is_reported_when_the_browser_opens(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    from sqlalchemy import text
+
+    async with service.db.engine.begin() as conn:
+        sid = (
+            await conn.execute(text("SELECT id FROM steps WHERE dirname='checkpoint_10000'"))
+        ).scalar()
+        await conn.execute(text("UPDATE files SET state='deleting' WHERE step_id=:s"), {"s": sid})
+    for read_only, then in ((True, "Read-only: nothing is finished here"), (False, "(d) finishes")):
+        app = make_app(demo, service, read_only=read_only)
+        async with app.run_test(size=SMALL) as pilot:
+            await settle(app, pilot)
+            said = " | ".join(n.message for n in app._notifications)
+            assert "A deletion stopped" in said and "in 1 step (checkpoint_10000)" in said
+            assert then in said

@@ -189,6 +189,7 @@ class ConfirmScreen(Dialog[Plan | None]):
         elif self.plan is None:
             self.say("Nothing was planned, so nothing can be deleted: n or Esc closes.", "$error")
         elif self.plan.empty:
-            self.say("Nothing in this plan can be deleted: n or Esc closes.", "$warning")
+            tick = " tick “include …” above to delete them, or" if self.plan.protected else ""
+            self.say(f"Nothing in this plan can be deleted:{tick} n or Esc closes.", "$warning")
         else:
             self.dismiss(self.plan)

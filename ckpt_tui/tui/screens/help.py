@@ -23,14 +23,15 @@ GLYPHS = (
     ("⚠", "incomplete step (missing layers, invalid safetensors, stray temp file)"),
     ("✗", "a file that could not be deleted, with the reason (it stays marked)"),
 )
-PROTECTIONS = (
-    "Protected steps, with the reason in the details panel and the confirm dialog:",
-    "  the newest valid step of each training (and any newer, possibly in progress);",
-    "  steps modified in the last 2 minutes (--recent; may still be written); pinned steps.",
-    "  Files open in another process are asked about a second time.",
-    "  Files a step's layout does not name (foreign) are kept unless ticked in the dialog.",
+PROTECTIONS = (  # an item's wrapped lines continue under its text, not under its bullet
+    "Protected steps (⊘), with the reason in the details panel and the confirm dialog:",
+    "  · the newest valid step of each training, and any newer one (it may be in progress)",
+    "  · steps modified in the last 2 minutes (--recent): they may still be being written",
+    "  · pinned steps (⚑)",
+    "Files open in another process are asked about a second time.",
+    "Files a step's layout does not name (foreign) are kept unless ticked in the dialog.",
     "",
-    "Sizes are binary (KiB, MiB, GiB) like du, ncdu and df (--si for decimal);",
+    "Sizes are binary (KiB, MiB, GiB) like du, ncdu and df; --si shows decimal units.",
     "a switches every figure between apparent size and disk usage.",
 )
 
@@ -49,7 +50,7 @@ class HelpScreen(Dialog[None]):
         rows += [Content("")] + [
             Content.styled(part, "$text-muted")
             for line in PROTECTIONS
-            for part in (textwrap.wrap(line, TEXT_W, subsequent_indent="  ") or [""])
+            for part in (textwrap.wrap(line, TEXT_W, subsequent_indent=_hang(line)) or [""])
         ]
         with Vertical(id="help-box", classes="dialog"):
             yield Static(
@@ -68,6 +69,12 @@ class HelpScreen(Dialog[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+def _hang(line: str) -> str:
+    """``  · item`` continues under ``item``; a paragraph under its first letter."""
+    bullet = len(line) - len(line.lstrip(" ·"))
+    return " " * bullet
 
 
 def _rows(key: str, words: str, style: str) -> list[Content]:

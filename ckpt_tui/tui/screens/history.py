@@ -112,6 +112,7 @@ class HistoryScreen(Dialog[None]):
         runs = self.query_one(OptionList)
         runs.clear_options()
         runs.add_options([Option(run_line(r, self.units), id=str(r.id)) for r in self.runs])
+        runs.display = bool(self.runs)  # an empty list would be an empty box
         if self.runs:
             runs.highlighted = 0
         else:

@@ -153,16 +153,20 @@ class StatusBar(Widget):
             ("marked ", "$text-muted"),
             (marked, "bold $warning" if f.marked_files else ""),
         ]
-        optional: list[list[tuple[str, str]]] = [
-            [("   freed ", "$text-muted"), (u.size(f.freed), "bold $success")],
-            [("   sort ", "$text-muted"), (f.sort, "")],
+        # each fact in its first form that fits; a filter first (it hides rows), with how to
+        # clear it when there is room (the footer has none for that key at 80 columns)
+        optional: list[list[list[tuple[str, str]]]] = [
+            [[("   freed ", "$text-muted"), (u.size(f.freed), "bold $success")]],
+            [[("   sort ", "$text-muted"), (f.sort, "")]],
         ]
-        if f.filter:
-            optional.append([("   filter ", "$text-muted"), (f.filter, "bold")])
         if not u.apparent:
-            optional.insert(0, [("   sizes ", "$text-muted"), ("disk usage", "bold")])
-        for extra in optional:
-            if _fits(pieces + extra, width):
+            optional.insert(0, [[("   sizes ", "$text-muted"), ("disk usage", "bold")]])
+        if f.filter:
+            shown = [("   filter ", "$text-muted"), (f.filter, "bold")]
+            optional.insert(0, [[*shown, (" (Esc clears)", "$text-muted")], shown])
+        for forms in optional:
+            extra = next((form for form in forms if _fits(pieces + form, width)), None)
+            if extra is not None:
                 pieces += extra
         if f.note:
             room = width - sum(cell_len(t) for t, _ in pieces) - 3

@@ -270,8 +270,11 @@ class CheckpointTree(ScrollView, can_focus=True):
         ]
         used = min(cols.name, len(indent) + len(arrow)) + cell_len(name)
         flag, flag_style = self._flag(node)
-        if flag and cols.name - used >= 2:
-            flag = fmt.head(" " + flag, cols.name - used)
+        if flag and cols.name - used >= 3:
+            room = cols.name - used
+            flag = " " + flag
+            if cell_len(flag) > room:  # cut words end in an ellipsis: the details have them
+                flag = fmt.head(flag, room - 1) + fmt.ELLIPSIS
             segs.append(Segment(flag, base + flag_style))
             used += cell_len(flag)
         segs.append(Segment(" " * max(0, cols.name - used), base))
