@@ -465,26 +465,36 @@ def _comm(pid: int) -> str:
 async def test_damaged_file_rows_are_refused_by_path_and_their_siblings_still_planned(
     tmp_path: Path, svc_unprotected: CheckpointService, db_path: str
 ) -> None:
+    """Each damaged column is named in the refusal; an empty file (size 0) is not damage."""
     root = tmp_path / "root"
-    ck = make_training(root, "run", [100, 200], layers=["layer_0", "layer_1", "layer_2"])
-    s100 = ck / "checkpoint_100"
+    layers = [f"layer_{i}" for i in range(6)]
+    ck = make_training(root, "run", [100, 200, 300], layers=layers)
+    s100, s200 = ck / "checkpoint_100", ck / "checkpoint_200"
+    (s100 / "empty.txt").write_bytes(b"")
+    os.utime(s100 / "empty.txt", (OLD, OLD))
     rid = await _scanned(svc_unprotected, root)
     ids, steps = _file_ids(db_path, root), _step_ids(db_path, root)
-    bad_size = s100 / "layer_0" / "checkpoint.safetensors"
-    bad_rel = s100 / "layer_1" / "checkpoint.safetensors"
-    good = s100 / "layer_2" / "checkpoint.safetensors"
-    _sql(db_path, "UPDATE files SET size_bytes = 'x' WHERE id = ?", (ids[str(bad_size)],))
-    _sql(db_path, "UPDATE files SET relpath = x'00ff' WHERE id = ?", (ids[str(bad_rel)],))
-    plan = await svc_unprotected.plan_steps(rid, [steps[str(s100)]], force=True)
-    assert {(p.path, p.reason, p.file_id) for p in plan.protected} == {
-        (str(bad_size), "refused: malformed index row (size is 'x')", ids[str(bad_size)]),
-        (
-            f"{root} (file #{ids[str(bad_rel)]})",
-            "refused: malformed index row (relpath is not text)",
-            ids[str(bad_rel)],
-        ),
+    f = {i: str(s100 / f"layer_{i}" / "checkpoint.safetensors") for i in range(6)}
+    damage = {
+        0: ("size_bytes = 'x'", "size is 'x'"),
+        1: ("relpath = x'00ff'", "relpath is not text"),
+        2: ("nlink = -1", "nlink is -1"),
+        3: ("status = 'weird'", "status is 'weird'"),
+        4: ("state = 'gone'", "state is 'gone'"),
     }
-    assert _planned(plan) == {str(good)}
+    for i, (change, _why) in damage.items():
+        _sql(db_path, f"UPDATE files SET {change} WHERE id = ?", (ids[f[i]],))
+    _sql(db_path, "UPDATE steps SET pinned = 2 WHERE id = ?", (steps[str(s200)],))
+    sel = [steps[str(s100)], steps[str(s200)]]
+    plan = await svc_unprotected.plan_steps(rid, sel, force=True, include_foreign=True)
+    expected = {
+        (f[i] if i != 1 else f"{root} (file #{ids[f[1]]})", why, ids[f[i]])
+        for i, (_change, why) in damage.items()
+    } | {(str(p), "pinned is 2", ids[str(p)]) for p in s200.glob("*/checkpoint.safetensors")}
+    assert {(p.path, p.reason, p.file_id) for p in plan.protected} == {
+        (path, f"refused: malformed index row ({why})", fid) for path, why, fid in expected
+    }
+    assert _planned(plan) == {f[5], str(s100 / "empty.txt")}
 
 
 # ------------------------------------------------------------- empty steps, duplicates
