@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 FLUSH_SECONDS = 0.05  # coalesce progress repaints to ~20 Hz
 SCAN_RELOAD_SECONDS = 1.0  # during a scan, re-query the trainings this often
 DISK_POLL_SECONDS = 5.0
+EXIT_WAIT_SECONDS = 10.0  # how long quitting waits for the workers to unwind
 DETAILS_MIN_WIDTH = 100  # below this the details panel is hidden unless v shows it (below)
 
 
@@ -146,9 +147,28 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
 
     async def on_unmount(self) -> None:
         if self.deletion is not None:
-            self.deletion.cancel()
+            self.deletion.cancel()  # stops after the current file and records the batch
+        await self._stop_workers()
         if self.svc is not None and self._owns_service:
             await self.svc.close()
+
+    async def _stop_workers(self) -> None:
+        """Cancel every worker but the deletion (told to stop above) and let them all unwind
+        before the index closes. A worker cancelled mid-query rolls its session back through
+        the driver's thread; with the index closed under it, it waited forever for that
+        thread and the exit hung."""
+        workers = [w for w in self.workers if not w.is_finished]
+        for w in workers:
+            if w.group != "delete":
+                w.cancel()
+        waits = [asyncio.ensure_future(w.wait()) for w in workers]
+        if not waits:
+            return
+        done, late = await asyncio.wait(waits, timeout=EXIT_WAIT_SECONDS)
+        for t in late:
+            t.cancel()
+        for t in done:
+            t.cancelled() or t.exception()  # retrieved: a failure was shown when it happened
 
     # loading ----------------------------------------------------------------------------
 
@@ -172,7 +192,10 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         self.refresh_disk()
         await self.reload()
         self.model.pending = ""
-        self.report_interrupted(await self.svc.interrupted())
+        interrupted = await self.svc.interrupted()
+        if not self.is_running:  # closing: its screen is gone
+            return
+        self.report_interrupted(interrupted)
         if info.scanned_at is None:
             self.start_scan(None)
         else:
@@ -183,6 +206,8 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
     async def reload(self) -> None:
         """Re-query trainings, the file map and every loaded level; keep marks and cursor."""
         await self.loader.reload(self.service, self.model.root.id)
+        if not self.is_running:  # closing: its screen is gone
+            return
         if not self._cursor_placed and len(self.model.rows) > 1:
             self._cursor_placed = True
             self.ckpt_tree.cursor = 1  # start on the first training (rows may come mid-scan)

@@ -16,7 +16,7 @@ from textual.app import App
 
 from ckpt_tui.errors import CkptError
 from ckpt_tui.tui import format as fmt
-from ckpt_tui.tui.marks import Marks
+from ckpt_tui.tui.marks import Marks, disk_of
 from ckpt_tui.tui.model import Kind, TreeModel
 from ckpt_tui.tui.widgets.status import ProgressPanel
 from ckpt_tui.types import DiskUsage, Interrupted, Plan, StepInfo
@@ -125,6 +125,7 @@ class DeleteActions(App[int]):
             file_ids=frozenset(ids),
             steps=len(step_ids),
             bytes=sum(files[i].size_bytes for i in ids if i in files),
+            disk_bytes=sum(disk_of(files[i]) for i in ids if i in files),
             hidden=tuple(f"{s.parent.name}/{s.name}" if s.parent else s.name for s in hidden),
             rel=self.rel_path,
             step_paths=step_paths,

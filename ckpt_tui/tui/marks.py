@@ -101,7 +101,7 @@ class Marks:
                 continue
             self.marked.add(fid)
             self.marked_bytes += b.size_bytes
-            self.marked_disk += _disk(b)
+            self.marked_disk += disk_of(b)
             self.step_marked[b.step_id] += 1
             self.training_marked[b.training_id] += 1
             steps.add(b.step_id)
@@ -115,7 +115,7 @@ class Marks:
             b = self.files[fid]
             self.marked.discard(fid)
             self.marked_bytes -= b.size_bytes
-            self.marked_disk -= _disk(b)
+            self.marked_disk -= disk_of(b)
             self.step_marked[b.step_id] -= 1
             self.training_marked[b.training_id] -= 1
             steps.add(b.step_id)
@@ -214,6 +214,6 @@ class Marks:
         return sum(1 for v in self.step_marked.values() if v > 0)
 
 
-def _disk(b: FileBrief) -> int:
+def disk_of(b: FileBrief) -> int:
     """Allocated bytes of a file in the map (apparent when the map does not know them)."""
     return b.disk_bytes if b.disk_bytes is not None else b.size_bytes

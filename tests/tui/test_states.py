@@ -202,6 +202,10 @@ async def test_an_active_filter_keeps_the_footer_whole_and_says_how_to_clear_it(
         assert "? Help" in footer and "q Quit" in footer
         assert footer.split("q Quit")[1].strip().startswith("▏^p palette"), "nothing cut"
         assert "filter 4000 (Esc clears)" in lines[2]
+        t = next(n for n in app.model.rows if n.kind == Kind.TRAINING)
+        shown, total = len(app.model.visible_children(t)), len(t.children or [])
+        row = next(line for line in lines if f"▶ {t.name} " in line or f"▼ {t.name} " in line)
+        assert shown < total and f"{shown} of {total}" in row, "how many steps are listed"
 
 
 async def test_an_empty_history_is_one_line_not_an_empty_box(
@@ -239,3 +243,24 @@ async def test_an_interrupted_deletion_is_reported_when_the_browser_opens(
             said = " | ".join(n.message for n in app._notifications)
             assert "A deletion stopped" in said and "in 1 step (checkpoint_10000)" in said
             assert then in said
+
+
+async def test_a_in_the_confirm_dialog_switches_its_sizes_like_the_browser(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await goto(app, pilot, "sae_gpt2_small_l8")
+        await pilot.press("space", "d")
+        await until(
+            pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
+        )
+        text = app.screen.query_one("#confirm-text", HangingText)
+        before = [line for line in text.plain.splitlines() if "checkpoint_10000/" in line]
+        assert "MiB" in before[0], "apparent sizes first (sparse files: large)"
+        await pilot.press("a")
+        await until(pilot, lambda: not app.units.apparent, "disk usage")
+        after = [line for line in text.plain.splitlines() if "checkpoint_10000/" in line]
+        assert after != before and "KiB" in after[0], "the step's disk usage (a sparse file)"
+        assert "sizes disk usage" in screen_lines(app)[2] or not app.units.apparent

@@ -36,6 +36,7 @@ class DeleteRequest:
     file_ids: frozenset[int]
     steps: int
     bytes: int
+    disk_bytes: int
     hidden: tuple[str, ...] = ()  # marked steps the active filter hides
     rel: Callable[[str], str] = str  # a path for display, relative to the root
     step_paths: Mapping[int, str] = field(default_factory=dict)  # step id -> its folder
@@ -47,6 +48,7 @@ class ConfirmScreen(Dialog[Plan | None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "choose(True)", "Delete", id="confirm.yes"),
         Binding("n,escape", "choose(False)", "Cancel", id="confirm.no"),
+        Binding("a", "apparent", "Apparent/disk", show=False, id="confirm.apparent"),
     ]
 
     def __init__(
@@ -164,16 +166,28 @@ class ConfirmScreen(Dialog[Plan | None]):
         return Content.styled(f"Delete {what}?", "bold $error")
 
     def _pending_text(self) -> Content:
+        req, units = self.request, self.units
+        size = units.size(units.pick(req.bytes, req.disk_bytes))
+        where = "apparent" if units.apparent else "on disk"
         lines = [
             Content.assemble(
                 "frees about ",
-                (self.units.size(self.request.bytes), "bold"),
-                " (marked; checking each file against the index and live-writer protection…)",
+                (size, "bold"),
+                f" {where} (marked; checking each file against the index and live-writer "
+                "protection…)",
             )
         ]
         if self.request.hidden:
             lines.append(plan_text.hidden_line(self.request.hidden))
         return Content("\n").join(lines)
+
+    async def action_apparent(self) -> None:
+        """a switches sizes here as in the browser (the same setting): the steps' sizes."""
+        await self.app.run_action("apparent")
+        if self.plan is not None and not self.pending:
+            self._show(self.plan)
+        else:
+            self.query_one("#confirm-text", HangingText).update(self._pending_text())
 
     # answers ----------------------------------------------------------------------------
 

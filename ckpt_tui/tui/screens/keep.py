@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
+from rich.cells import cell_len
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -82,8 +83,8 @@ class KeepNewestScreen(Dialog[Plan | None]):
     def _title(self, everything: bool) -> Content:
         scope = "all trainings" if everything or not self.training else self.training
         return Content.assemble(
-            ("Keep the newest N steps", "bold $accent"),
-            f" of {scope} (and what the rules add); mark the rest",
+            ("Keep newest N", "bold $accent"),
+            f" of {scope} (plus the rules below); mark the rest",
         )
 
     def on_mount(self) -> None:
@@ -154,9 +155,12 @@ class KeepNewestScreen(Dialog[Plan | None]):
                 f" · keeps {fmt.count(len(plan.keep), 'step')}",
             )
         ]
-        for s in plan.steps[:PREVIEW_STEPS]:
+        shown = plan.steps[:PREVIEW_STEPS]
+        names = [f"{s.training}/{_step_name(s.path)}" for s in shown]
+        name_w = max((cell_len(n) for n in names), default=0)
+        for s, name in zip(shown, names, strict=True):
             step_size = self.units.size(self.units.pick(s.size_bytes, s.disk_bytes))
-            lines.append(Content(f"  {s.training}/{_step_name(s.path)}  {step_size}"))
+            lines.append(Content(f"  {fmt.pad(name, name_w)}  {step_size:>10}"))
         if len(plan.steps) > PREVIEW_STEPS:
             lines.append(
                 Content.styled(f"  … and {len(plan.steps) - PREVIEW_STEPS:,} more", "$text-muted")

@@ -329,6 +329,10 @@ class CheckpointTree(ScrollView, can_focus=True):
             return fmt.count(len(self.model.trainings), "training")
         if node.kind == Kind.TRAINING:
             n = len(node.children) if node.children is not None else getattr(info, "step_count", 0)
+            if self.model.filter and node.children is not None:
+                shown = len(self.model.visible_children(node))
+                if shown != n:  # the filter hides some: say how many of them are listed
+                    return f"{shown:,} of {n:,}"
             return fmt.count(n, "step")
         if isinstance(info, StepInfo):
             if info.layer_count > 1 or info.layer_count == node.files:
