@@ -191,7 +191,7 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         self.model.root.rename(os.path.basename(self.show_path(info.path)) or info.path)
         self.refresh_disk()
         await self.reload()
-        self.model.pending = ""
+        self.set_pending("")
         interrupted = await self.svc.interrupted()
         if not self.is_running:  # closing: its screen is gone
             return
@@ -312,6 +312,12 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
             )
         )
 
+    def set_pending(self, word: str) -> None:
+        """What the root row and the header say while no figure is known ("" once one is)."""
+        self.model.pending = word
+        self.model.changed(structure=False)
+        self.refresh_status()
+
     def mark_dirty(self) -> None:
         """Progress arrived: repaint on the next tick, not per event."""
         if self._ticker is None:
@@ -337,7 +343,7 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
         self.query_one(ProgressPanel).start(f"Scanning {what}…", None, "rows appear as found")
         self.note = "scanning…"
         if not self.model.root.files:  # a first scan: no figure is known yet
-            self.model.pending = "scanning…"
+            self.set_pending("scanning…")
         self.mark_dirty()
         self._scan(training)
 
@@ -373,7 +379,7 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
             result = None
         finally:
             self.scanning = False
-            self.model.pending = ""
+            self.model.pending = ""  # shown by the reload below (the app may be closing)
             for panel in self.query(ProgressPanel):  # none when the app is closing
                 panel.stop()
         if not self.query(ProgressPanel):
