@@ -13,6 +13,7 @@ from textual.widgets._toast import Toast
 
 from ckpt_tui.demo import DemoTree
 from ckpt_tui.service import CheckpointService
+from ckpt_tui.tui.app import CkptApp
 from ckpt_tui.tui.model import Kind
 from ckpt_tui.tui.screens.confirm import ConfirmScreen
 from ckpt_tui.tui.screens.quit import QuitWhileDeletingScreen
@@ -22,6 +23,16 @@ from ckpt_tui.types import DeleteProgress, Plan
 from .conftest import fake_disk, goto, make_app, screen_lines, screen_text, settle, until
 
 SMALL = (80, 24)
+
+
+async def confirm_training(app: CkptApp, pilot: Any, name: str) -> None:
+    """Mark a training with Space, press d, and wait for the dialog's checked plan."""
+    await settle(app, pilot)
+    await goto(app, pilot, name)
+    await pilot.press("space", "d")
+    await until(
+        pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
+    )
 
 
 def test_wrapped_lines_keep_their_indent() -> None:
@@ -165,12 +176,7 @@ async def test_the_quit_question_follows_the_running_deletion(
     service.execute = stepwise  # type: ignore[method-assign]
     app = make_app(demo, service)
     async with app.run_test(size=SMALL) as pilot:
-        await settle(app, pilot)
-        await goto(app, pilot, "sae_gpt2_small_l8")
-        await pilot.press("space", "d")
-        await until(
-            pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
-        )
+        await confirm_training(app, pilot, "sae_gpt2_small_l8")
         await pilot.press("y")
         await until(pilot, lambda: app.deleting, "the run")
         await pilot.press("q")
@@ -250,12 +256,7 @@ async def test_a_in_the_confirm_dialog_switches_its_sizes_like_the_browser(
 ) -> None:
     app = make_app(demo, service)
     async with app.run_test(size=SMALL) as pilot:
-        await settle(app, pilot)
-        await goto(app, pilot, "sae_gpt2_small_l8")
-        await pilot.press("space", "d")
-        await until(
-            pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
-        )
+        await confirm_training(app, pilot, "sae_gpt2_small_l8")
         text = app.screen.query_one("#confirm-text", HangingText)
         before = [line for line in text.plain.splitlines() if "checkpoint_10000/" in line]
         assert "MiB" in before[0], "apparent sizes first (sparse files: large)"
