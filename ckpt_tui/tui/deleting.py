@@ -73,7 +73,7 @@ class DeleteActions(App[int]):
         then = (
             "Read-only: nothing is finished here; a deleting ckpt-tui (d, prune, rm) finishes it."
             if self.read_only
-            else "The next deletion (d) finishes it first."
+            else "The next deletion (d) finishes it first; d on its own steps finishes just it."
         )
         self.notify(
             f"A deletion stopped{since} before it finished: {what}. {then}",
@@ -136,6 +136,8 @@ class DeleteActions(App[int]):
     def _confirmed(self, requested: frozenset[int], plan: Plan | None) -> None:
         if plan is None:
             self.notify("Cancelled: nothing was deleted", timeout=2)
+        elif plan.empty:  # the dialog accepts an empty plan only to finish an interrupted run
+            self._finish_interrupted()
         elif any(p.needs_confirmation for p in plan.protected):
             from ckpt_tui.tui.screens.open_files import OpenFilesScreen
 
@@ -190,6 +192,20 @@ class DeleteActions(App[int]):
             self.exit(0)
             return
         await self.reload()  # totals from the index (not a re-scan): step counts, problems
+        self.refresh_disk()
+
+    @work(group="delete", exclusive=True)
+    async def _finish_interrupted(self) -> None:
+        try:
+            files = await self.service.finish_interrupted()
+        except CkptError as err:
+            self.notify(str(err), title="Interrupted deletion not finished", severity="error")
+            return
+        self.notify(
+            f"Finished the interrupted deletion: {fmt.count(files, 'file')}",
+            title="Deletion finished",
+        )
+        await self.reload()  # its rows and folders are gone: steps, totals and marks follow
         self.refresh_disk()
 
     def flush_deletion(self, run: DeletionRun) -> None:

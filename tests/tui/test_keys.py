@@ -30,6 +30,7 @@ from .conftest import (
     build_fixed_tree,
     goto,
     make_app,
+    mark_and_confirm,
     row_names,
     screen_lines,
     screen_text,
@@ -534,15 +535,7 @@ async def test_failed_rows_keep_the_cross_after_the_toast(
     monkeypatch.setattr(os, "unlink", unlink)
     app = make_app(demo, service)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
-        await goto(app, pilot, "sae_gpt2_small_l8")
-        await pilot.press("right")
-        await settle(app, pilot)
-        await goto(app, pilot, "checkpoint_10000")
-        await pilot.press("space", "d")
-        await until(
-            pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
-        )
+        await mark_and_confirm(app, pilot, "sae_gpt2_small_l8", "checkpoint_10000")
         await pilot.press("y")
         await settle(app, pilot)
         app.clear_notifications()  # the toast fades

@@ -20,19 +20,22 @@ from ckpt_tui.tui.screens.quit import QuitWhileDeletingScreen
 from ckpt_tui.tui.widgets.hanging import HangingText, wrap_hanging
 from ckpt_tui.types import DeleteProgress, Plan
 
-from .conftest import fake_disk, goto, make_app, screen_lines, screen_text, settle, until
+from .conftest import (
+    fake_disk,
+    goto,
+    make_app,
+    mark_and_confirm,
+    screen_lines,
+    screen_text,
+    settle,
+    until,
+)
 
 SMALL = (80, 24)
 
 
-async def confirm_training(app: CkptApp, pilot: Any, name: str) -> None:
-    """Mark a training with Space, press d, and wait for the dialog's checked plan."""
-    await settle(app, pilot)
-    await goto(app, pilot, name)
-    await pilot.press("space", "d")
-    await until(
-        pilot, lambda: isinstance(app.screen, ConfirmScreen) and not app.screen.pending, "plan"
-    )
+def notes(app: CkptApp) -> str:
+    return " | ".join(n.message for n in app._notifications)
 
 
 def test_wrapped_lines_keep_their_indent() -> None:
@@ -176,7 +179,7 @@ async def test_the_quit_question_follows_the_running_deletion(
     service.execute = stepwise  # type: ignore[method-assign]
     app = make_app(demo, service)
     async with app.run_test(size=SMALL) as pilot:
-        await confirm_training(app, pilot, "sae_gpt2_small_l8")
+        await mark_and_confirm(app, pilot, "sae_gpt2_small_l8")
         await pilot.press("y")
         await until(pilot, lambda: app.deleting, "the run")
         await pilot.press("q")
@@ -232,23 +235,42 @@ async def test_an_empty_history_is_one_line_not_an_empty_box(
         assert "no deletions recorded under this root yet" in text and "▔▔▔" not in text
 
 
-async def test_an_interrupted_deletion_is_reported_when_the_browser_opens(
+async def test_an_interrupted_deletion_is_reported_on_opening_and_d_on_its_step_finishes_it(
     demo: DemoTree, service: CheckpointService
 ) -> None:
     from sqlalchemy import text
 
     async with service.db.engine.begin() as conn:
-        sid = (
-            await conn.execute(text("SELECT id FROM steps WHERE dirname='checkpoint_10000'"))
-        ).scalar()
+        sid, training = (
+            await conn.execute(
+                text(
+                    "SELECT s.id, t.name FROM steps s JOIN trainings t ON t.id = s.training_id "
+                    "WHERE s.dirname = 'checkpoint_10000' ORDER BY t.name"
+                )
+            )
+        ).first()
         await conn.execute(text("UPDATE files SET state='deleting' WHERE step_id=:s"), {"s": sid})
-    for read_only, then in ((True, "Read-only: nothing is finished here"), (False, "(d) finishes")):
-        app = make_app(demo, service, read_only=read_only)
-        async with app.run_test(size=SMALL) as pilot:
-            await settle(app, pilot)
-            said = " | ".join(n.message for n in app._notifications)
-            assert "A deletion stopped" in said and "in 1 step (checkpoint_10000)" in said
-            assert then in said
+    app = make_app(demo, service, read_only=True)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        assert "A deletion stopped" in notes(app) and "1 step (checkpoint_10000)" in notes(app)
+        assert "Read-only: nothing is finished here" in notes(app)
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        assert "(d) finishes it first" in notes(app)
+        # its step marked and d: nothing can be planned for it, the dialog offers to finish it
+        await mark_and_confirm(app, pilot, training, "checkpoint_10000")
+        shown = screen_text(app)
+        assert "Finish the interrupted deletion?" in shown and "Finish it (y)" in shown
+        step_dir = demo.root / training / "checkpoint_10000"
+        assert step_dir.exists()
+        await pilot.press("y")
+        await until(pilot, lambda: not step_dir.exists(), "the interrupted step finished")
+        await settle(app, pilot)
+        assert "Finished the interrupted deletion" in notes(app)
+        assert "checkpoint_10000" not in [n.name for n in app.model.rows]
+        assert await service.interrupted() is None
 
 
 async def test_a_in_the_confirm_dialog_switches_its_sizes_like_the_browser(
@@ -256,7 +278,7 @@ async def test_a_in_the_confirm_dialog_switches_its_sizes_like_the_browser(
 ) -> None:
     app = make_app(demo, service)
     async with app.run_test(size=SMALL) as pilot:
-        await confirm_training(app, pilot, "sae_gpt2_small_l8")
+        await mark_and_confirm(app, pilot, "sae_gpt2_small_l8")
         text = app.screen.query_one("#confirm-text", HangingText)
         before = [line for line in text.plain.splitlines() if "checkpoint_10000/" in line]
         assert "MiB" in before[0], "apparent sizes first (sparse files: large)"

@@ -1,6 +1,10 @@
 """Confirm a deletion. The dialog owns its plan: it plans the marked files in a worker, shows
 what will go per step (and what stays, and why), re-plans when a box is ticked, and returns
-the plan the user agreed to through ``dismiss`` (None when cancelled)."""
+the plan the user agreed to through ``dismiss`` (None when cancelled).
+
+When the marked steps are those of an interrupted deletion (a crash between its claim and
+its unlinks), nothing can be planned for them; the dialog then offers to finish that
+deletion and returns the (empty) plan to say so."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from ckpt_tui.tui.screens import plan_text
 from ckpt_tui.tui.screens.dialog import Dialog
 from ckpt_tui.tui.widgets.hanging import HangingText
 from ckpt_tui.tui.widgets.tick import Tick
-from ckpt_tui.types import DiskUsage, Plan
+from ckpt_tui.types import DiskUsage, Interrupted, Plan
 
 if TYPE_CHECKING:
     from ckpt_tui.service import CheckpointService
@@ -66,6 +70,7 @@ class ConfirmScreen(Dialog[Plan | None]):
         self.plan: Plan | None = None
         self.free: int | None = None
         self.pending = True  # the figures are the marks' until the plan is checked
+        self.interrupted: Interrupted | None = None  # marked steps it claimed: y finishes it
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box", classes="dialog"):
@@ -125,10 +130,21 @@ class ConfirmScreen(Dialog[Plan | None]):
             usage = await asyncio.to_thread(self._disk_fn)
         except OSError:
             usage = None
+        self.interrupted = await self._interrupted_here() if plan.empty else None
         self.plan, self.free = plan, usage.free if usage is not None else None
         self.pending = False
         self.say("")
         self._show(plan)
+
+    async def _interrupted_here(self) -> Interrupted | None:
+        """The interrupted deletion that holds some of the marked steps, if one does (and no
+        other ckpt-tui is still running it)."""
+        pending = await self.service.interrupted()
+        if pending is None or pending.running:
+            return None
+        req = self.request
+        marked = {req.rel(p).rstrip("/") for p in req.step_paths.values()}
+        return pending if marked & {s.rstrip("/") for s in pending.first_steps} else None
 
     def _show(self, plan: Plan) -> None:
         req = self.request
@@ -147,7 +163,17 @@ class ConfirmScreen(Dialog[Plan | None]):
         foreign.display = bool(plan.foreign) or foreign.value
         if plan.foreign:
             foreign.label = f"also delete these {fmt.count(len(plan.foreign), 'foreign file')}"
-        self.query_one("#confirm", Button).disabled = plan.empty
+        button = self.query_one("#confirm", Button)
+        button.disabled = plan.empty and self.interrupted is None
+        button.label = "Finish it (y)" if plan.empty and self.interrupted else "Delete (y)"
+        if plan.empty and self.interrupted is not None:
+            i = self.interrupted
+            self.say(
+                f"These steps belong to a deletion that stopped before it finished "
+                f"({fmt.count(i.files, 'file')} in {fmt.count(i.steps, 'step')}): y finishes "
+                "it now (what it claimed and nothing else), n leaves it.",
+                "$warning",
+            )
 
     @on(Checkbox.Changed)
     def _ticked(self) -> None:
@@ -159,6 +185,8 @@ class ConfirmScreen(Dialog[Plan | None]):
     def _title(self, plan: Plan | None = None) -> Content:
         if plan is None:
             what = fmt.count(self.request.steps, "step")
+        elif plan.empty and self.interrupted is not None:
+            return Content.styled("Finish the interrupted deletion?", "bold $warning")
         elif plan.empty:
             return Content.styled("Nothing can be deleted", "bold $warning")
         else:
@@ -202,6 +230,8 @@ class ConfirmScreen(Dialog[Plan | None]):
             self.say("Still checking the plan: y works once the figures above are final.")
         elif self.plan is None:
             self.say("Nothing was planned, so nothing can be deleted: n or Esc closes.", "$error")
+        elif self.plan.empty and self.interrupted is not None:
+            self.dismiss(self.plan)  # empty: finish the interrupted deletion (see the module)
         elif self.plan.empty:
             tick = " tick “include …” above to delete them, or" if self.plan.protected else ""
             self.say(f"Nothing in this plan can be deleted:{tick} n or Esc closes.", "$warning")
