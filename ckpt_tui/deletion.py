@@ -858,9 +858,7 @@ def _known_files(plan: Plan) -> dict[int, set[str]]:
         foreign.setdefault(f.step_id, set()).add(f.path)
     out: dict[int, set[str]] = {}
     for s in plan.steps:
-        paths = {os.path.join(plan.root, *f.relparts) for f in s.files} | foreign.get(
-            s.step_id, set()
-        )
+        paths = {_abs(plan.root, f) for f in s.files} | foreign.get(s.step_id, set())
         if len(paths) >= s.indexed_files:
             out[s.step_id] = paths
     return out

@@ -199,6 +199,7 @@ async def test_cancel_during_a_step_stops_before_the_next_file(
     assert [r.path for r in result.deleted] == [str(first)]
     skipped = [r for r in result.results if r.outcome == Outcome.SKIPPED]
     assert sorted(r.path for r in skipped) == sorted(map(str, rest))
+    assert {r.error for r in skipped} == {"cancelled"}
     assert seen[:1] == [Outcome.DELETED]
     rows = _rows(db)
     assert all(

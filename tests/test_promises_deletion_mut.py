@@ -161,6 +161,7 @@ async def test_a_row_forgotten_since_the_plan_is_skipped_and_its_file_kept(
     plan = await _plan_first_step(svc_unprotected, root, db_path)
     step = ck / "checkpoint_100"
     kept = step / "layer_1" / "checkpoint.safetensors"
+    (step / "samples").mkdir()  # empty before the run: only a step that goes whole loses it
     _sql(
         db_path,
         "DELETE FROM files WHERE relpath = 'layer_1/checkpoint.safetensors' AND "
@@ -174,7 +175,7 @@ async def test_a_row_forgotten_since_the_plan_is_skipped_and_its_file_kept(
     )
     assert set(by_path.values()) == {(Outcome.DELETED, None)}
     assert kept.is_file()
-    assert sorted(p.name for p in step.iterdir()) == ["layer_1"]  # the step is not whole
+    assert sorted(p.name for p in step.iterdir()) == ["layer_1", "samples"]  # not whole
     assert result.removed_step_ids == ()
 
 
@@ -202,6 +203,12 @@ async def test_a_plan_entry_that_is_not_a_safe_path_is_refused_and_its_row_kept(
         (repr(second.relparts), Outcome.FAILED, REFUSED),
     ]
     assert [r.outcome for r in result.results[2:]] == [Outcome.DELETED]
+    for parts in ((), list(third.relparts), (*third.relparts[:-1], 7)):
+        odd = Plan(
+            plan.root_id, plan.root, (replace(step, files=(replace(third, relparts=parts),)),)
+        )
+        (item,) = (await svc_unprotected.execute(odd)).results  # type: ignore[arg-type]
+        assert (item.path, item.outcome, item.error) == (repr(parts), Outcome.FAILED, REFUSED)
     assert victim.read_bytes() == b"not yours"
     rows = _rows(db_path)
     for f in (first, second):
@@ -283,3 +290,54 @@ async def test_files_that_appeared_in_a_whole_step_are_reported_and_keep_the_ste
     assert result.appeared == (str(late),)
     assert late.is_file() and result.removed_step_ids == ()
     assert "t/checkpoints/checkpoint_100" in _step_rows(db_path)
+
+
+async def test_claims_grow_from_64_files_so_an_interrupted_run_leaves_few_rows(
+    tmp_path: Path, svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    """Whole steps are claimed (committed as 'deleting') in batches of 64 files, then 128,
+    doubling: while each batch is unlinked the index holds exactly that many claimed rows
+    (what a crash would leave to finish), seen from the progress callback with sqlite3."""
+    root = tmp_path / "root"
+    make_training(root, "t", range(1, 301), layers=["layer_0"])
+    rid = await _scanned(svc_unprotected, root)
+    plan = await svc_unprotected.plan_retention(rid, 1, force=True)
+    assert plan.file_count == 299
+    claimed: list[int] = []
+
+    def progress(_p: DeleteProgress) -> None:
+        (n,) = _sql(db_path, "SELECT count(*) FROM files WHERE state = 'deleting'")[0]
+        if not claimed or claimed[-1] != n:
+            claimed.append(int(str(n)))
+
+    result = await svc_unprotected.execute(plan, progress)
+    assert result.ok and len(result.deleted) == 299
+    assert claimed == [64, 128, 107]
+
+
+async def test_an_empty_plan_with_nothing_interrupted_records_nothing(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    root, _ck = tree
+    rid = await _scanned(svc_unprotected, root)
+    result = await svc_unprotected.execute(await svc_unprotected.plan_steps(rid, []))
+    assert (result.results, result.removed_dirs, result.freed_bytes) == ((), (), 0)
+    assert (result.seconds, result.run_id, result.recovered) == (0.0, None, 0)
+    assert _sql(db_path, "SELECT count(*) FROM deletion_runs") == [(0,)]
+
+
+async def test_interrupted_rows_under_a_root_gone_from_disk_are_left_claimed(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str, tmp_path: Path
+) -> None:
+    """The root was moved away: its claimed rows cannot be finished (nothing is unlinked
+    elsewhere) and stay claimed for a later run; the count of files finished is 0."""
+    root, _ck = tree
+    await _scanned(svc_unprotected, root)
+    _sql(db_path, "UPDATE files SET state = 'deleting' WHERE relpath LIKE 'layer_0/%'")
+    root.rename(tmp_path / "moved")
+    assert await svc_unprotected.finish_interrupted() == 0
+    states = {
+        str(s) for (s,) in _sql(db_path, "SELECT state FROM files WHERE relpath LIKE 'layer_0/%'")
+    }
+    assert states == {"deleting"}
+    assert len(list((tmp_path / "moved").rglob("*.safetensors"))) == 9
