@@ -287,3 +287,24 @@ async def test_a_in_the_confirm_dialog_switches_its_sizes_like_the_browser(
         after = [line for line in text.plain.splitlines() if "checkpoint_10000/" in line]
         assert after != before and "KiB" in after[0], "the step's disk usage (a sparse file)"
         assert "sizes disk usage" in screen_lines(app)[2] or not app.units.apparent
+
+
+async def test_a_step_kept_only_for_its_foreign_file_is_not_called_partial(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    """Every checkpoint file of the step marked; a notes file keeps the folder. The dialog
+    says that, not "left partial (only some files marked)"."""
+    import os
+
+    step = demo.root / "sae_gpt2_small_l8" / "checkpoint_10000"
+    notes_file = step / "notes.txt"
+    notes_file.write_text("eval notes\n")
+    os.utime(notes_file, (1.7e9, 1.7e9))  # old: no live-writer protection
+    await service.scan(str(demo.root))
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await mark_and_confirm(app, pilot, "sae_gpt2_small_l8", "checkpoint_10000")
+        said = " ".join(app.screen.query_one("#confirm-text", HangingText).plain.split())
+        assert "(the step stays for its foreign files)" in said
+        assert "partial" not in said
+        assert "Kept: 1 foreign file" in said and "notes.txt" in said

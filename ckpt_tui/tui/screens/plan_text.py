@@ -8,6 +8,7 @@ listed once each with their reason.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -73,11 +74,20 @@ def forcable(plan: Plan) -> list[Kept]:
     return [k for k in group_protected(plan, str) if k.forcable]
 
 
-def step_line(s: PlannedStep, units: fmt.Units, rel: Callable[[str], str], where_w: int) -> Content:
+def only_foreign_stays(s: PlannedStep, foreign: int) -> bool:
+    """Every file of the step the layout names is planned: only its foreign files stay."""
+    return not s.whole and foreign > 0 and s.indexed_files - len(s.files) == foreign
+
+
+def step_line(
+    s: PlannedStep, units: fmt.Units, rel: Callable[[str], str], where_w: int, foreign: int = 0
+) -> Content:
     where = rel(s.path).rstrip("/") + "/"
     size = units.size(units.pick(s.size_bytes, s.disk_bytes))
     if s.whole:
         what = fmt.count(len(s.files), "file")
+    elif only_foreign_stays(s, foreign):
+        what = fmt.count(len(s.files), "file") + " (the step stays for its foreign files)"
     else:
         names = sorted(
             ("/".join(f.relparts[len(s.relparts) :]).removesuffix(COMMON_FILE) for f in s.files),
@@ -107,6 +117,7 @@ def describe(
     steps: Mapping[int, str] | None = None,
 ) -> Content:
     lines: list[Content] = []
+    foreign = Counter(f.step_id for f in plan.foreign)  # per step: foreign files that stay
     if not plan.empty:
         frees = [("frees ", ""), (units.size(plan.disk_bytes), "bold $success"), (" on disk", "")]
         if plan.bytes != plan.disk_bytes:
@@ -121,11 +132,14 @@ def describe(
                     (units.size(free + plan.disk_bytes), "bold $success"),
                 )
             )
-        partial = sum(1 for s in plan.steps if not s.whole)
+        partial = sum(
+            1 for s in plan.steps if not s.whole and not only_foreign_stays(s, foreign[s.step_id])
+        )
         if partial:
             lines.append(
                 Content.styled(
-                    f"{fmt.count(partial, 'step')} will be left partial (only some files marked)",
+                    f"{fmt.count(partial, 'step')} will be left partial (some of its checkpoint "
+                    "files stay)",
                     "$warning",
                 )
             )
@@ -171,7 +185,7 @@ def describe(
         lines += [Content(""), Content.styled(f"Steps ({len(plan.steps):,})", "bold")]
         shown = plan.steps[:MAX_STEPS]
         where_w = max(cell_len(rel(s.path).rstrip("/") + "/") for s in shown)
-        lines += [step_line(s, units, rel, where_w) for s in shown]
+        lines += [step_line(s, units, rel, where_w, foreign[s.step_id]) for s in shown]
         if len(plan.steps) > MAX_STEPS:
             lines.append(
                 Content.styled(f"  … and {len(plan.steps) - MAX_STEPS:,} more", "$text-muted")
