@@ -555,3 +555,96 @@ async def test_a_file_named_twice_is_planned_once_and_the_rest_still_planned(
     assert sorted(os.path.join(plan.root, *f.relparts) for f in plan.files) == sorted(expected)
     assert [(s.step, s.whole) for s in plan.steps] == [(100, True), (200, True)]
     assert plan.training_dirs == ()
+
+
+# ------------------------------------------------------- the original service, pin by path
+
+
+async def test_delete_checkpoint_never_deletes_an_open_or_a_foreign_file(
+    tmp_path: Path,
+    svc_unprotected: CheckpointService,
+    db_path: str,
+    hold_open: Callable[[Path], int],
+) -> None:
+    """The original contract's one-file delete plans with --force only: a file open in another
+    process and a file its layout does not name are refused (False) and stay on disk."""
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [100, 200], layers=["layer_0", "layer_1"])
+    notes = ck / "checkpoint_100" / "notes.txt"
+    notes.write_text("mine")
+    os.utime(notes, (OLD, OLD))
+    await _scanned(svc_unprotected, root)
+    ids = _file_ids(db_path, root)
+    busy = ck / "checkpoint_100" / "layer_0" / "checkpoint.safetensors"
+    hold_open(busy)
+    free = ck / "checkpoint_100" / "layer_1" / "checkpoint.safetensors"
+    async with svc_unprotected.db.sessions() as session:
+        assert await svc_unprotected.delete_checkpoint(session, ids[str(busy)]) is False
+        assert await svc_unprotected.delete_checkpoint(session, ids[str(notes)]) is False
+        assert await svc_unprotected.delete_checkpoint(session, ids[str(free)]) is True
+    assert busy.is_file() and notes.read_text() == "mine" and not free.exists()
+
+
+async def test_pin_by_path_names_only_indexed_steps_of_the_root(
+    tmp_path: Path, svc: CheckpointService, db_path: str
+) -> None:
+    """``pin ROOT/STEP`` pins that folder; the same relative path under another folder, or a
+    folder of the root that is not a step, is refused with one line and pins nothing."""
+    root = tmp_path / "root"
+    make_training(root, "t", [100, 200], layers=["layer_0"])
+    twin = tmp_path / "other" / "t" / "checkpoints" / "checkpoint_100"
+    twin.mkdir(parents=True)
+    rid = await _scanned(svc, root)
+    step = root / "t" / "checkpoints" / "checkpoint_100"
+    for target in (twin, root / "t", root / "t" / "checkpoints" / "checkpoint_300"):
+        with pytest.raises(TargetError) as err:
+            await svc.set_pinned_paths(rid, [str(target)], True)
+        assert str(err.value) == (
+            f"{target} is not an indexed step folder under {root} "
+            f"(run `ckpt-tui scan {root}` first?)"
+        )
+    assert _sql(db_path, "SELECT path FROM pins") == []
+    assert await svc.set_pinned_paths(rid, [str(step)], True) == [str(step)]
+    assert _sql(db_path, "SELECT path FROM pins") == [(str(step),)]
+
+
+async def test_marked_files_follow_force_include_open_and_include_foreign(
+    tmp_path: Path, svc: CheckpointService, db_path: str, hold_open: Callable[[Path], int]
+) -> None:
+    """Marked files (the TUI's plan): the newest step's file, a file open elsewhere and a
+    foreign file are planned exactly when --force, --include-open, --include-foreign say."""
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [100, 200], layers=["layer_0"])
+    notes = ck / "checkpoint_100" / "notes.txt"
+    notes.write_text("mine")
+    os.utime(notes, (OLD, OLD))
+    rid = await _scanned(svc, root)
+    ids = _file_ids(db_path, root)
+    newest = str(ck / "checkpoint_200" / "layer_0" / "checkpoint.safetensors")
+    busy = ck / "checkpoint_100" / "layer_0" / "checkpoint.safetensors"
+    hold_open(busy)
+    marked = [ids[newest], ids[str(busy)], ids[str(notes)]]
+    cases = {
+        (False, False, False): set(),
+        (True, False, False): {newest},
+        (False, True, False): {str(busy)},
+        (False, False, True): {str(notes)},
+        (True, True, True): {newest, str(busy), str(notes)},
+    }
+    for (force, include_open, include_foreign), expected in cases.items():
+        plan = await svc.plan_files(
+            rid, marked, force=force, include_open=include_open, include_foreign=include_foreign
+        )
+        assert _planned(plan) == expected, (force, include_open, include_foreign)
+
+
+async def test_a_training_named_with_capital_x_resolves(
+    tmp_path: Path, svc: CheckpointService, db_path: str
+) -> None:
+    """Only slashes are stripped from a --training value, never its letters."""
+    root = tmp_path / "root"
+    make_training(root, "XLrunX", [100], layers=["layer_0"])
+    make_training(root, "other", [100], layers=["layer_0"])
+    rid = await _scanned(svc, root)
+    (tid,) = (r[0] for r in _sql(db_path, "SELECT id FROM trainings WHERE name = 'XLrunX'"))
+    assert await svc.resolve_trainings(rid, ["/XLrunX/"]) == {tid}
