@@ -267,6 +267,10 @@ async def test_best_ranks_a_step_by_the_mean_over_the_files_that_carry_the_key(
         500: ("newest",),
     }
     assert [s.step for s in plan.steps] == [200, 400]
+    _metric_step(root / "solo" / "checkpoints", 100, [0.4, 0.4])  # one step: its own best
+    await svc_unprotected.scan(str(root))
+    plan = await svc_unprotected.plan_retention(rid, 1, ["solo"], rules=rules, force=True)
+    assert [(k.step, k.reasons) for k in plan.keep] == [(100, ("newest", "best avg_loss"))]
 
 
 # ------------------------------------------------------------------------- rm targets
