@@ -652,3 +652,20 @@ async def test_a_training_named_with_capital_x_resolves(
     rid = await _scanned(svc, root)
     (tid,) = (r[0] for r in _sql(db_path, "SELECT id FROM trainings WHERE name = 'XLrunX'"))
     assert await svc.resolve_trainings(rid, ["/XLrunX/"]) == {tid}
+
+
+async def test_an_ambiguous_name_shared_with_the_roots_own_steps_lists_them_as_dot(
+    tmp_path: Path, svc: CheckpointService
+) -> None:
+    """Steps in the root itself are a training named by the root's folder; when another
+    training has that name too, the refusal lists the root's own steps as '.'."""
+    root = tmp_path / "exp"
+    write_checkpoint(root / "checkpoint_1" / "sae.safetensors", 1)
+    make_training(root, "exp", [5], layers=["layer_0"])  # exp/checkpoints/: also "exp"
+    rid = await _scanned(svc, root)
+    with pytest.raises(TargetError) as err:
+        await svc.resolve_trainings(rid, ["exp"])
+    assert str(err.value) == (
+        f"training name 'exp' is ambiguous under {root}: ., exp/checkpoints; "
+        "give one of these paths"
+    )
