@@ -298,9 +298,9 @@ async def test_rm_targets_inside_steps_plan_exactly_what_they_name(
     one = a / "checkpoint_200" / "layer_10" / "checkpoint.safetensors"
     targets = [
         str(one),
+        str(b / "checkpoint_200"),
         str(root / "c"),  # a training folder: every step of it
         str(b / "checkpoint_100" / "layer_1" / "checkpoint.safetensors"),
-        str(b / "checkpoint_200"),
         str(a / "checkpoint_100" / "layer_1"),
     ]
     plan = await svc.plan_targets(rid, targets, force=True)
