@@ -308,3 +308,21 @@ async def test_a_step_kept_only_for_its_foreign_file_is_not_called_partial(
         assert "(the step stays for its foreign files)" in said
         assert "partial" not in said
         assert "Kept: 1 foreign file" in said and "notes.txt" in said
+
+
+async def test_the_marks_line_keeps_the_rescan_hint_whole_at_80_columns(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    """'freed 0 Bytes' (nothing yet) gives its room to the note; a note that does not fit
+    drops its last '·' part whole, never ends in a cut word."""
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await goto(app, pilot, "train_36766f85")
+        await pilot.press("right")
+        await settle(app, pilot)
+        await pilot.press("down", "space", "space")
+        await until(pilot, lambda: app.marks.marked_steps() == 2, "two marked steps")
+        line = screen_lines(app)[2].rstrip()
+        assert line.startswith(" marked 2 steps · 6 files · ")
+        assert "freed" not in line and line.endswith("ago · r rescans"), line

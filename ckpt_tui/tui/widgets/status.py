@@ -51,6 +51,16 @@ def _content(pieces: list[tuple[str, str]]) -> Content:
     return Content.assemble(*pieces)
 
 
+def _fit_note(note: str, room: int) -> str:
+    """The note's leading ``·`` parts that fit whole (``indexed 3m ago · r rescans`` →
+    ``indexed 3m ago``); cut with an ellipsis only when not even the first part fits."""
+    parts = note.split(" · ")
+    while len(parts) > 1 and cell_len(" · ".join(parts)) > room:
+        parts.pop()
+    text = " · ".join(parts)
+    return text if cell_len(text) <= room else fmt.head(text, room - 1) + fmt.ELLIPSIS
+
+
 class StatusBar(Widget):
     """Three lines at the top: where, how much, how full the disk is, what is marked.
 
@@ -156,9 +166,10 @@ class StatusBar(Widget):
         # each fact in its first form that fits; a filter first (it hides rows), with how to
         # clear it when there is room (the footer has none for that key at 80 columns)
         optional: list[list[list[tuple[str, str]]]] = [
-            [[("   freed ", "$text-muted"), (u.size(f.freed), "bold $success")]],
             [[("   sort ", "$text-muted"), (f.sort, "")]],
         ]
+        if f.freed:  # nothing freed yet says nothing: the room goes to the note and its key
+            optional.insert(0, [[("   freed ", "$text-muted"), (u.size(f.freed), "bold $success")]])
         if not u.apparent:
             optional.insert(0, [[("   sizes ", "$text-muted"), ("disk usage", "bold")]])
         if f.filter:
@@ -171,8 +182,7 @@ class StatusBar(Widget):
         if f.note:
             room = width - sum(cell_len(t) for t, _ in pieces) - 3
             if room >= 8:
-                note = f.note if cell_len(f.note) <= room else fmt.head(f.note, room - 1) + "…"
-                pieces.append(("   " + note, "$text-muted"))
+                pieces.append(("   " + _fit_note(f.note, room), "$text-muted"))
         return _content(pieces).truncate(width)
 
 
