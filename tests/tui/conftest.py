@@ -100,16 +100,21 @@ async def goto(app: CkptApp, pilot: Any, name: str) -> None:
     await settle(app, pilot)
 
 
+async def open_rows(app: CkptApp, pilot: Any, *names: str) -> None:
+    """Once the app settled, expand the rows called ``names`` in turn (each loads first)."""
+    await settle(app, pilot)
+    for name in names:
+        await goto(app, pilot, name)
+        await pilot.press("right")
+        await settle(app, pilot)
+
+
 async def mark_and_confirm(app: CkptApp, pilot: Any, *names: str) -> None:
     """Open the rows ``names[:-1]`` in turn, mark ``names[-1]`` with Space, press d and wait
     for the confirm dialog's checked plan."""
     from ckpt_tui.tui.screens.confirm import ConfirmScreen  # as the app does: on first use
 
-    await settle(app, pilot)
-    for name in names[:-1]:
-        await goto(app, pilot, name)
-        await pilot.press("right")
-        await settle(app, pilot)
+    await open_rows(app, pilot, *names[:-1])
     await goto(app, pilot, names[-1])
     await pilot.press("space", "d")
     await until(

@@ -25,6 +25,7 @@ from .conftest import (
     goto,
     make_app,
     mark_and_confirm,
+    open_rows,
     screen_lines,
     screen_text,
     settle,
@@ -138,10 +139,7 @@ async def test_a_protected_step_too_long_for_a_line_wraps_under_itself(
     never at the dialog's left edge where they would read as a new entry."""
     app = make_app(demo, service)
     async with app.run_test(size=SMALL) as pilot:
-        await settle(app, pilot)
-        await goto(app, pilot, "train_36766f85")
-        await pilot.press("right")
-        await settle(app, pilot)
+        await open_rows(app, pilot, "train_36766f85")
         steps = [n for n in app.model.rows if n.kind == Kind.STEP]
         await goto(app, pilot, max(steps, key=lambda n: n.number).name)
         await pilot.press("space", "d")
@@ -317,10 +315,7 @@ async def test_the_marks_line_keeps_the_rescan_hint_whole_at_80_columns(
     drops its last '·' part whole, never ends in a cut word."""
     app = make_app(demo, service)
     async with app.run_test(size=SMALL) as pilot:
-        await settle(app, pilot)
-        await goto(app, pilot, "train_36766f85")
-        await pilot.press("right")
-        await settle(app, pilot)
+        await open_rows(app, pilot, "train_36766f85")
         await pilot.press("down", "space", "space")
         await until(pilot, lambda: app.marks.marked_steps() == 2, "two marked steps")
         line = screen_lines(app)[2].rstrip()
