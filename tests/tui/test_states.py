@@ -321,3 +321,20 @@ async def test_the_marks_line_keeps_the_rescan_hint_whole_at_80_columns(
         line = screen_lines(app)[2].rstrip()
         assert line.startswith(" marked 2 steps · 6 files · ")
         assert "freed" not in line and line.endswith("ago · r rescans"), line
+
+
+async def test_v_at_80_columns_puts_the_details_under_the_tree_across_the_screen(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    from ckpt_tui.tui.widgets.details import DetailsPanel
+
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        panel = app.query_one(DetailsPanel)
+        assert not panel.display
+        await pilot.press("v")
+        await until(pilot, lambda: panel.display and panel.region.width > 0, "the details")
+        assert panel.region.width == SMALL[0], "its top rule spans the screen (was 56 cells)"
+        rule = screen_lines(app)[panel.region.y]
+        assert rule.strip("▔") == "", rule
