@@ -669,3 +669,46 @@ async def test_an_ambiguous_name_shared_with_the_roots_own_steps_lists_them_as_d
         f"training name 'exp' is ambiguous under {root}: ., exp/checkpoints; "
         "give one of these paths"
     )
+
+
+async def test_rm_targets_follow_include_open_and_include_foreign(
+    tmp_path: Path, svc_unprotected: CheckpointService, hold_open: Callable[[Path], int]
+) -> None:
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [100, 200], layers=["layer_0"])
+    step = ck / "checkpoint_100"
+    notes = step / "notes.txt"
+    notes.write_text("mine")
+    os.utime(notes, (OLD, OLD))
+    rid = await _scanned(svc_unprotected, root)
+    busy = step / "layer_0" / "checkpoint.safetensors"
+    hold_open(busy)
+    for include_open, include_foreign, expected in (
+        (False, False, set()),
+        (True, False, {str(busy)}),
+        (False, True, {str(notes)}),
+    ):
+        plan = await svc_unprotected.plan_targets(
+            rid, [str(step)], include_open=include_open, include_foreign=include_foreign
+        )
+        assert _planned(plan) == expected, (include_open, include_foreign)
+
+
+async def test_rm_of_a_thousand_and_one_steps_or_files_plans_every_one(
+    tmp_path: Path, svc_unprotected: CheckpointService
+) -> None:
+    """Targets past two IN (...) chunks: 1,001 step folders, or their 1,001 files."""
+    root = tmp_path / "root"
+    tiny = (2).to_bytes(8, "little") + b"{}"  # a valid safetensors file with no tensor
+    files = []
+    for n in range(1, 1002):
+        path = root / "run" / f"checkpoint_{n}" / "sae.safetensors"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(tiny)
+        os.utime(path, (OLD, OLD))
+        files.append(str(path))
+    rid = await _scanned(svc_unprotected, root)
+    by_step = await svc_unprotected.plan_targets(rid, [os.path.dirname(f) for f in files])
+    assert _planned(by_step) == set(files) and len(by_step.steps) == 1001
+    by_file = await svc_unprotected.plan_targets(rid, files)
+    assert _planned(by_file) == set(files)
