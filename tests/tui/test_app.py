@@ -372,7 +372,7 @@ async def test_help_screen_and_palette_commands(demo: DemoTree, service: Checkpo
         await pilot.press("question_mark")
         await settle(app, pilot)
         assert isinstance(app.screen, HelpScreen)
-        assert "keep newest N" in str(app.screen.query_one("#help-text").render())
+        assert "keep newest N" in app.screen.query_one("#help-text", HangingText).plain
         await pilot.press("escape")
         await settle(app, pilot)
         assert not isinstance(app.screen, HelpScreen)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -13,13 +12,13 @@ from textual.widgets import Static
 
 from ckpt_tui.tui.keys import KEYS
 from ckpt_tui.tui.screens.dialog import Dialog
+from ckpt_tui.tui.widgets.hanging import HangingText, Line
 
 KEY_W = 20
-TEXT_W = 72  # wrapped here, so the text never re-wraps in the box (80 columns fit 75)
 GLYPHS = (
     ("●  ◐  ○", "marked · partly marked · not marked"),
     ("⚑", "pinned step: never marked or deleted (p unpins)"),
-    ("⊘", "protected step: marking its training skips it; the confirm dialog can include it"),
+    ("⊘", "protected step: marking its training skips it; the confirm dialog offers it"),
     ("⚠", "incomplete step (missing layers, invalid safetensors, stray temp file)"),
     ("✗", "a file that could not be deleted, with the reason (it stays marked)"),
 )
@@ -44,14 +43,12 @@ class HelpScreen(Dialog[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        rows = [row for k, v in KEYS for row in _rows(k, v, "bold $secondary")]
-        rows += [Content(""), Content.styled("glyphs", "bold $accent")]
-        rows += [row for g, v in GLYPHS for row in _rows(g, v, "bold")]
-        rows += [Content("")] + [
-            Content.styled(part, "$text-muted")
-            for line in PROTECTIONS
-            for part in (textwrap.wrap(line, TEXT_W, subsequent_indent=_hang(line)) or [""])
-        ]
+        # wrapped by HangingText at the box's width: a description continues under itself
+        rows: list[Line] = [_row(k, v, "bold $secondary") for k, v in KEYS]
+        rows += [(Content(""), 0), (Content.styled("glyphs", "bold $accent"), 0)]
+        rows += [_row(g, v, "bold") for g, v in GLYPHS]
+        rows += [(Content(""), 0)]
+        rows += [(Content.styled(line, "$text-muted"), _hang(line)) for line in PROTECTIONS]
         with Vertical(id="help-box", classes="dialog"):
             yield Static(
                 Content.assemble(
@@ -62,7 +59,7 @@ class HelpScreen(Dialog[None]):
                 classes="dialog-title",
             )
             with VerticalScroll(classes="dialog-body", id="help-body"):
-                yield Static(Content("\n").join(rows), id="help-text")
+                yield HangingText(rows, id="help-text")
 
     def on_mount(self) -> None:
         self.query_one("#help-body").focus()
@@ -71,15 +68,11 @@ class HelpScreen(Dialog[None]):
         self.dismiss(None)
 
 
-def _hang(line: str) -> str:
+def _hang(line: str) -> int:
     """``  · item`` continues under ``item``; a paragraph under its first letter."""
-    bullet = len(line) - len(line.lstrip(" ·"))
-    return " " * bullet
+    return len(line) - len(line.lstrip(" ·"))
 
 
-def _rows(key: str, words: str, style: str) -> list[Content]:
-    """One key and what it does, the description wrapped under itself."""
-    parts = textwrap.wrap(words, TEXT_W - KEY_W) or [""]
-    out = [Content.assemble((f"{key:<{KEY_W}}", style), parts[0])]
-    out += [Content(" " * KEY_W + part) for part in parts[1:]]
-    return out
+def _row(key: str, words: str, style: str) -> Line:
+    """One key and what it does; the description wraps under itself."""
+    return Content.assemble((f"{key:<{KEY_W}}", style), words), KEY_W

@@ -85,7 +85,11 @@ class HangingText(Widget):
     """
 
     def __init__(
-        self, content: Content | str = "", *, id: str | None = None, classes: str | None = None
+        self,
+        content: Content | str | Sequence[Line] = "",
+        *,
+        id: str | None = None,
+        classes: str | None = None,
     ) -> None:
         super().__init__(id=id, classes=classes)
         self._text_lines: list[Line] = []
