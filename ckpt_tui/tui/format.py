@@ -69,8 +69,8 @@ def bar(fraction: float, width: int) -> str:
 
 
 def count(n: int, word: str) -> str:
-    """``3 files`` / ``1 file`` with thousands separators."""
-    plural = "directories" if word == "directory" else f"{word}s"
+    """``3 files`` / ``1 file`` with thousands separators; ``2 step directories``."""
+    plural = f"{word[:-1]}ies" if word.endswith("y") and word[-2:-1] not in "aeiou" else f"{word}s"
     return f"{n:,} {word if n == 1 else plural}"
 
 

@@ -149,6 +149,13 @@ def test_ellipsis_keeps_the_distinctive_end_and_counts_cells() -> None:
     assert cell_len(fmt.middle("/a/very/long/root/path/trainings", 16)) == 16
 
 
+def test_counts_say_step_directories_not_directorys() -> None:
+    """The deletion toast read 'removed 2 step directorys'."""
+    assert fmt.count(2, "step directory") == "2 step directories"
+    assert fmt.count(1, "step directory") == "1 step directory"
+    assert fmt.count(2, "key") == "2 keys" and fmt.count(1_000, "file") == "1,000 files"
+
+
 def test_units_are_binary_by_default_and_decimal_with_si() -> None:
     assert fmt.Units().size(257 * 2**20) == "257.0 MiB"
     assert fmt.Units(si=True).size(257_000_000) == "257.0 MB"
