@@ -338,3 +338,21 @@ async def test_v_at_80_columns_puts_the_details_under_the_tree_across_the_screen
         assert panel.region.width == SMALL[0], "its top rule spans the screen (was 56 cells)"
         rule = screen_lines(app)[panel.region.y]
         assert rule.strip("▔") == "", rule
+
+
+async def test_a_filter_that_matches_nothing_says_so(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await pilot.press("slash", *"xyz", "enter")
+        await until(pilot, lambda: app.model.filter == "xyz", "the filter")
+        await settle(app, pilot)
+        lines = screen_lines(app)
+        assert "0 of 4" in lines[3], "the root says how many trainings are listed"
+        assert "No training or step name contains “xyz”." in lines[5]
+        assert "Esc clears the filter" in lines[7]
+        await pilot.press("escape")
+        await until(pilot, lambda: app.model.filter == "", "cleared")
+        assert "4 trainings" in screen_lines(app)[3] and "contains" not in screen_text(app)

@@ -220,8 +220,9 @@ class CheckpointTree(ScrollView, can_focus=True):
         base = self.rich_style
         rows = self.model.rows
         if row >= len(rows):
-            if self.empty_hint and len(rows) == 1 and row - 2 < len(EMPTY_LINES) and row >= 2:
-                text = fmt.head("  " + EMPTY_LINES[row - 2], width)
+            hint = self._hint() if len(rows) == 1 else ()
+            if 2 <= row < len(hint) + 2:
+                text = fmt.head("  " + hint[row - 2], width)
                 return Strip([Segment(text, base + self._style("dim"))]).extend_cell_length(
                     width, base
                 )
@@ -234,6 +235,16 @@ class CheckpointTree(ScrollView, can_focus=True):
         # measured, never trusted: a strip longer than the widget would spill into the panel
         # beside it on a partial repaint
         return Strip(segments).adjust_cell_length(width, base)
+
+    def _hint(self) -> tuple[str, ...]:
+        """What an empty tree says: nothing matches the filter, or nothing was found."""
+        if self.model.filter and self.model.trainings:
+            return (
+                f"No training or step name contains “{self.model.filter}”.",
+                "",
+                "Esc clears the filter · / changes it",
+            )
+        return EMPTY_LINES if self.empty_hint else ()
 
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"ckpt-tree--{name}", partial=True)
@@ -326,7 +337,12 @@ class CheckpointTree(ScrollView, can_focus=True):
     def _count(self, node: Node) -> str:
         info = node.info
         if node.kind == Kind.ROOT:
-            return fmt.count(len(self.model.trainings), "training")
+            n = len(self.model.trainings)
+            if self.model.filter:  # the filter hides some: how many are listed
+                shown = sum(1 for r in self.model.rows if r.kind == Kind.TRAINING)
+                if shown != n:
+                    return f"{shown:,} of {n:,}"
+            return fmt.count(n, "training")
         if node.kind == Kind.TRAINING:
             n = len(node.children) if node.children is not None else getattr(info, "step_count", 0)
             if self.model.filter and node.children is not None:
