@@ -35,6 +35,14 @@ from .conftest import (
 SMALL = (80, 24)
 
 
+async def filter_by(app: CkptApp, pilot: Any, text: str) -> None:
+    """Type a filter with / and Enter, and wait until the rows follow it."""
+    await settle(app, pilot)
+    await pilot.press("slash", *text, "enter")
+    await until(pilot, lambda: app.model.filter == text, "the filter")
+    await settle(app, pilot)
+
+
 def notes(app: CkptApp) -> str:
     return " | ".join(n.message for n in app._notifications)
 
@@ -200,10 +208,7 @@ async def test_an_active_filter_keeps_the_footer_whole_and_says_how_to_clear_it(
 ) -> None:
     app = make_app(demo, service)
     async with app.run_test(size=SMALL) as pilot:
-        await settle(app, pilot)
-        await pilot.press("slash", *"4000", "enter")
-        await until(pilot, lambda: app.model.filter == "4000", "the filter")
-        await settle(app, pilot)
+        await filter_by(app, pilot, "4000")
         lines = screen_lines(app)
         footer = lines[-1].rstrip()
         assert "? Help" in footer and "q Quit" in footer
@@ -345,10 +350,7 @@ async def test_a_filter_that_matches_nothing_says_so(
 ) -> None:
     app = make_app(demo, service)
     async with app.run_test(size=SMALL) as pilot:
-        await settle(app, pilot)
-        await pilot.press("slash", *"xyz", "enter")
-        await until(pilot, lambda: app.model.filter == "xyz", "the filter")
-        await settle(app, pilot)
+        await filter_by(app, pilot, "xyz")
         lines = screen_lines(app)
         assert "0 of 4" in lines[3], "the root says how many trainings are listed"
         assert "No training or step name contains “xyz”." in lines[5]
