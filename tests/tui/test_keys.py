@@ -401,11 +401,16 @@ async def test_empty_root_says_so_and_lists_the_layouts(tmp_path: Path) -> None:
     root = tmp_path / "empty"
     (root / "notes").mkdir(parents=True)
     app = CkptApp(str(root), str(tmp_path / "index.sqlite3"))
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         await until(pilot, lambda: "No checkpoints found" in screen_text(app), "the empty state")
         text = screen_text(app)
         assert "checkpoint_<step>" in text and "HF Trainer" in text and "SAELens" in text
+        lines = screen_lines(app)
+        # at 80 columns a long pattern wraps under itself, never cut ("…/layer_<n>/*.")
+        assert any(line.strip() == "*.safetensors" for line in lines)
+        assert any(line.strip() == "sae_weights.safetensors, cfg.json" for line in lines)
+        assert "0 Bytes" in lines[3] and "█" not in lines[3], "no full bar for an empty root"
 
 
 async def test_confirm_lists_foreign_files_and_ticking_replans(

@@ -16,6 +16,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
+from textual.content import Content
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -26,11 +27,13 @@ from ckpt_tui.tui import format as fmt
 from ckpt_tui.tui.marks import Marks
 from ckpt_tui.tui.model import Kind, MarkState, Node, TreeModel
 from ckpt_tui.tui.widgets.columns import Columns, plan_columns
+from ckpt_tui.tui.widgets.hanging import wrap_hanging
 from ckpt_tui.types import FileInfo, FileStatus, StepInfo
 
 MARK_GLYPH = {MarkState.NONE: "○", MarkState.PARTIAL: "◐", MarkState.ALL: "●"}
 PINNED_GLYPH = "⚑"
 PROTECTED_GLYPH = "⊘"
+HINT_LABEL_W = 16  # "  miStudio      ": a layout's pattern wraps under itself
 EMPTY_LINES = (
     "No checkpoints found under this root.",
     "",
@@ -220,9 +223,9 @@ class CheckpointTree(ScrollView, can_focus=True):
         base = self.rich_style
         rows = self.model.rows
         if row >= len(rows):
-            hint = self._hint() if len(rows) == 1 else ()
+            hint = self._hint(width) if len(rows) == 1 else []
             if 2 <= row < len(hint) + 2:
-                text = fmt.head("  " + hint[row - 2], width)
+                text = fmt.head(hint[row - 2], width)
                 return Strip([Segment(text, base + self._style("dim"))]).extend_cell_length(
                     width, base
                 )
@@ -236,15 +239,24 @@ class CheckpointTree(ScrollView, can_focus=True):
         # beside it on a partial repaint
         return Strip(segments).adjust_cell_length(width, base)
 
-    def _hint(self) -> tuple[str, ...]:
-        """What an empty tree says: nothing matches the filter, or nothing was found."""
+    def _hint(self, width: int) -> list[str]:
+        """What an empty tree says (nothing matches the filter, or nothing was found), each
+        line wrapped to the width under its own text (a layout's pattern under itself)."""
         if self.model.filter and self.model.trainings:
-            return (
+            lines: tuple[str, ...] = (
                 f"No training or step name contains “{self.model.filter}”.",
                 "",
                 "Esc clears the filter · / changes it",
             )
-        return EMPTY_LINES if self.empty_hint else ()
+        elif self.empty_hint:
+            lines = EMPTY_LINES
+        else:
+            return []
+        out = []
+        for line in lines:
+            hang = HINT_LABEL_W + 2 if line.startswith("  ") else 2
+            out += [c.plain for c in wrap_hanging(Content("  " + line), width, hang)]
+        return out
 
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"ckpt-tree--{name}", partial=True)
@@ -299,7 +311,7 @@ class CheckpointTree(ScrollView, can_focus=True):
         if cols.bar:
             parent = node.parent
             total = units.pick(parent.size, parent.disk) if parent is not None else 0
-            share = size / total if total > 0 else 1.0
+            share = size / total if total > 0 else (1.0 if size else 0.0)
             segs += [
                 Segment(" ", base),
                 Segment(fmt.bar(share, cols.bar), base + self._style("bar")),
