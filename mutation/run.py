@@ -203,10 +203,30 @@ def show(dest: Path, name: str) -> str:
     return "\n".join(keep)
 
 
+def collected(module: str, workdir: Path) -> tuple[Path, str, list[str], float]:
+    """A mutmut run already done in ``workdir`` (this script was stopped while it ran): the
+    copy, its commit, the tests deselected there, and how long the run took."""
+    dest = workdir / module
+    commit = sh(["git", "rev-parse", "HEAD"], dest, capture_output=True).stdout.strip()
+    if not (dest / ".git").exists():
+        commit += "+worktree"
+    conf = tomllib.loads((dest / "pyproject.toml").read_text())["tool"]["mutmut"]
+    args = conf.get("pytest_add_cli_args", [])
+    failing = [args[i + 1] for i, a in enumerate(args) if a == "--deselect"]
+    mutants = dest / "mutants" / "ckpt_tui"
+    start = (mutants / "__init__.py").stat().st_mtime  # written when mutmut began
+    end = (mutants / f"{module}.py.meta").stat().st_mtime
+    return dest, commit, failing, end - start
+
+
 def run_module(module: str, args: argparse.Namespace) -> dict[str, Any]:
+    rerun: list[str] = []
+    if args.collect:
+        dest, commit, failing, seconds = collected(module, Path(args.workdir))
+        rerun = sorted(standing(module)["survivors"]) if args.survivors else []
+        return results_of(module, dest, commit, failing, seconds, 0, rerun, args)
     dest, commit, failing = prepare_copy(module, Path(args.workdir), args.worktree)
     cmd = ["mutmut", "run", "--max-children", str(args.max_children)]
-    rerun: list[str] = []
     if args.survivors:
         rerun = sorted(standing(module)["survivors"])
         if not rerun:
@@ -224,6 +244,21 @@ def run_module(module: str, args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(
             f"mutmut produced no results for {module} (exit {proc.returncode}); see {log}"
         )
+    return results_of(module, dest, commit, failing, seconds, proc.returncode, rerun, args)
+
+
+def results_of(
+    module: str,
+    dest: Path,
+    commit: str,
+    failing: list[str],
+    seconds: float,
+    exit_code: int,
+    rerun: list[str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The result of the mutmut run in ``dest``, from its meta file."""
+    meta = dest / "mutants" / "ckpt_tui" / f"{module}.py.meta"
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
     if rerun:
         codes = {k: v for k, v in codes.items() if k in rerun}
@@ -242,7 +277,7 @@ def run_module(module: str, args: argparse.Namespace) -> dict[str, Any]:
         "deselected_failing": failing,
         "counts": dict(collections.Counter(statuses.values())),
         "survivors": survivors,
-        "mutmut_exit": proc.returncode,
+        "mutmut_exit": exit_code,
     }
 
 
@@ -384,6 +419,11 @@ def main() -> int:
         action="store_true",
         help="re-run only the survivors of each module's full result (new tests, "
         "same code) and record the outcome as that result's 'after'",
+    )
+    ap.add_argument(
+        "--collect",
+        action="store_true",
+        help="record the mutmut run already done in --workdir (this script stopped meanwhile)",
     )
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--strict", action="store_true", help="exit 1 on an unexplained survivor")
