@@ -712,3 +712,22 @@ async def test_rm_of_a_thousand_and_one_steps_or_files_plans_every_one(
     assert _planned(by_step) == set(files) and len(by_step.steps) == 1001
     by_file = await svc_unprotected.plan_targets(rid, files)
     assert _planned(by_file) == set(files)
+
+
+async def test_best_loss_without_mistudio_keeps_the_steps_whose_files_lack_it(
+    tmp_path: Path, svc_unprotected: CheckpointService
+) -> None:
+    """``--best loss`` with no miStudio database and no file carrying ``loss``: every valid
+    step is kept as unknown (not guessed), nothing is planned."""
+    root = tmp_path / "root"
+    make_training(root, "run", [100, 200, 300], layers=["layer_0"])
+    rid = await _scanned(svc_unprotected, root)
+    rules = Rules(keep=1, best=Best("loss"))
+    plan = await svc_unprotected.plan_retention(rid, 1, rules=rules, force=True)
+    unknown = "no loss: kept, not guessed"
+    assert [(k.step, k.reasons) for k in plan.keep] == [
+        (100, (unknown,)),
+        (200, (unknown,)),
+        (300, ("newest", unknown)),
+    ]
+    assert plan.empty
