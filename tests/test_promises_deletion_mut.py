@@ -114,9 +114,25 @@ async def test_a_training_deleted_whole_loses_its_folders_and_its_index_rows(
     make_training(root, "u", [100], layers=LAYERS)
     rid = await _scanned(svc_unprotected, root)
     plan = await svc_unprotected.plan_targets(rid, [str(root / "t")])
-    result = await svc_unprotected.execute(plan)
+    size = _usage(_files(ck))[0]
+    events: list[DeleteProgress] = []
+    result = await svc_unprotected.execute(plan, events.append)
     assert result.ok
-    assert str(ck) in result.removed_dirs and str(root / "t") in result.removed_dirs
+    steps = [str(ck / f"checkpoint_{n}") for n in (100, 200, 300)]
+    inside = {f"{s}/{layer}" for s in steps for layer in LAYERS} | set(steps)
+    assert set(result.removed_dirs) == inside | {str(ck), str(root / "t")}
+    last = events[-1]  # the folders above the steps go last, once every file went
+    assert (last.item, last.removed_dirs, last.removed_step_ids) == (
+        None,
+        (str(ck), str(root / "t")),
+        (),
+    )
+    assert (last.files_done, last.files_total, last.bytes_freed, last.bytes_total) == (
+        9,
+        9,
+        size,
+        size,
+    )
     assert sorted(p.name for p in root.iterdir()) == ["u"]
     assert [r[0] for r in _sql(db_path, "SELECT name FROM trainings")] == ["u"]
     assert _step_rows(db_path) == {"u/checkpoints/checkpoint_100"}
