@@ -64,6 +64,12 @@ class MarkActions(App[int]):
             return
         # a training's (or the root's) protected steps are known once its steps are loaded
         trainings = self.model.trainings if node.kind == Kind.ROOT else [node]
+        unloaded = sum(1 for t in trainings if t.children is None)
+        if unloaded > 1:  # one query per 100 trainings, ~1 s per 100k files: say so at once
+            self.notify(
+                f"Checking which steps of {fmt.count(unloaded, 'training')} are protected…",
+                timeout=2,
+            )
         await self.loader.ensure_steps(self.service, trainings)
         result = self.marks.toggle_group(node)
         if result.skipped_steps:
