@@ -211,7 +211,7 @@ async def test_keep_below_one_is_refused_with_one_line(
 
 
 async def test_prune_of_named_trainings_plans_only_theirs(
-    tmp_path: Path, svc_unprotected: CheckpointService
+    tmp_path: Path, svc_unprotected: CheckpointService, db_path: str
 ) -> None:
     """``--training t2`` plans t2's old step and nothing of t1 or t3, wherever t2 sits in the
     index; the steps kept are listed with their training, size and reasons."""
@@ -219,13 +219,23 @@ async def test_prune_of_named_trainings_plans_only_theirs(
     for name in ("t1", "t2", "t3"):
         make_training(root, name, [100, 200], layers=["layer_0", "layer_1"])
     rid = await _scanned(svc_unprotected, root)
+    steps = _step_ids(db_path, root)
     for name in ("t1", "t2", "t3"):
         ck = root / name / "checkpoints"
         plan = await svc_unprotected.plan_retention(rid, 1, [name], force=True)
         assert [s.path for s in plan.steps] == [str(ck / "checkpoint_100")], name
         newest = sorted((ck / "checkpoint_200").rglob("*.safetensors"))
-        assert [(k.training, k.step, k.path, k.size_bytes, k.reasons) for k in plan.keep] == [
-            (name, 200, str(ck / "checkpoint_200"), _size(newest), ("newest",))
+        assert [
+            (k.step_id, k.training, k.step, k.path, k.size_bytes, k.reasons) for k in plan.keep
+        ] == [
+            (
+                steps[str(ck / "checkpoint_200")],
+                name,
+                200,
+                str(ck / "checkpoint_200"),
+                _size(newest),
+                ("newest",),
+            )
         ]
 
 
@@ -731,3 +741,26 @@ async def test_best_loss_without_mistudio_keeps_the_steps_whose_files_lack_it(
         (300, ("newest", unknown)),
     ]
     assert plan.empty
+
+
+async def test_prune_force_and_include_open_reach_the_files_of_old_steps(
+    tmp_path: Path, svc: CheckpointService, hold_open: Callable[[Path], int]
+) -> None:
+    """A file written 30 s ago in an old step is protected until --force; a file open in
+    another process until --include-open (force does not lift it)."""
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [100, 200, 300], layers=["layer_0"])
+    recent = ck / "checkpoint_100" / "layer_0" / "checkpoint.safetensors"
+    when = time.time() - 30
+    os.utime(recent, (when, when))
+    busy = ck / "checkpoint_200" / "layer_0" / "checkpoint.safetensors"
+    rid = await _scanned(svc, root)
+    hold_open(busy)
+    cases = {
+        (False, False): set(),
+        (True, False): {str(recent)},
+        (True, True): {str(recent), str(busy)},
+    }
+    for (force, include_open), expected in cases.items():
+        plan = await svc.plan_retention(rid, 1, force=force, include_open=include_open)
+        assert _planned(plan) == expected, (force, include_open)
