@@ -357,3 +357,31 @@ async def test_interrupted_rows_under_a_root_gone_from_disk_are_left_claimed(
     }
     assert states == {"deleting"}
     assert len(list((tmp_path / "moved").rglob("*.safetensors"))) == 9
+
+
+async def test_finishing_when_nothing_was_interrupted_finishes_nothing(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService
+) -> None:
+    root, _ck = tree
+    await _scanned(svc_unprotected, root)
+    assert await svc_unprotected.finish_interrupted() == 0
+    assert await svc_unprotected.deleter.recover() == 0
+
+
+async def test_a_step_row_rewritten_to_an_unsafe_path_mid_run_is_kept(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    """After the run a step left with no file rows (a file appeared in it, so its folder
+    stays) is dropped only when its folder is seen gone; a row whose path is no longer a
+    safe step path cannot be judged and is kept."""
+    root, ck = tree
+    plan = await _plan_first_step(svc_unprotected, root, db_path)
+    (ck / "checkpoint_100" / "late.bin").write_bytes(b"after the scan")
+    _sql(
+        db_path,
+        "UPDATE steps SET relpath = '../elsewhere' WHERE relpath = ?",
+        ("t/checkpoints/checkpoint_100",),
+    )
+    result = await svc_unprotected.execute(plan)
+    assert len(result.deleted) == 3 and result.removed_step_ids == ()
+    assert "../elsewhere" in _step_rows(db_path)
