@@ -96,14 +96,15 @@ async def test_ids_of_another_root_are_never_planned_under_this_root(
     a_files, b_files = _file_ids(db_path, a), _file_ids(db_path, b)
     a_steps, b_steps = _step_ids(db_path, a), _step_ids(db_path, b)
     mine = str(a / "x/checkpoints/checkpoint_100/layer_0/checkpoint.safetensors")
-    for pad in (0, 1100, 5100):  # ids the index does not have sort first
-        ids = [a_files[mine], *b_files.values(), *range(-pad, 0)]
+    for pad in ([], range(-1100, 0), range(-5100, 0), range(10**9, 10**9 + 600)):
+        ids = [a_files[mine], *b_files.values(), *pad]  # ids the index does not have
         plan = await svc.plan_files(ra, ids, force=True)
         assert _planned(plan) == {mine}, pad
         assert [s.path for s in plan.steps] == [str(a / "x/checkpoints/checkpoint_100")]
     step = str(a / "x/checkpoints/checkpoint_200")
-    for pad in (0, 1100, 1300):
-        plan = await svc.plan_steps(ra, [a_steps[step], *b_steps.values(), *range(-pad, 0)])
+    high = range(10**9, 10**9 + 600)  # ids the index does not have sort last too
+    for pad in ([], range(-1100, 0), range(-1300, 0), high):
+        plan = await svc.plan_steps(ra, [a_steps[step], *b_steps.values(), *pad])
         assert [s.path for s in plan.steps] == [step], pad
         assert _planned(plan) == {f"{step}/layer_0/checkpoint.safetensors"}
     only_b = await svc.plan_steps(ra, list(b_steps.values()), force=True)
