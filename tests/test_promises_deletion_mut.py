@@ -385,3 +385,20 @@ async def test_a_step_row_rewritten_to_an_unsafe_path_mid_run_is_kept(
     result = await svc_unprotected.execute(plan)
     assert len(result.deleted) == 3 and result.removed_step_ids == ()
     assert "../elsewhere" in _step_rows(db_path)
+
+
+async def test_an_interrupted_deletion_of_a_symlink_removes_the_link_only(
+    tree: tuple[Path, Path], svc_unprotected: CheckpointService, db_path: str, tmp_path: Path
+) -> None:
+    """A claimed row of a symlink (planned with --include-foreign) is finished as a link:
+    the link goes, what it points to is untouched."""
+    root, ck = tree
+    target = tmp_path / "outside.safetensors"
+    target.write_bytes(b"not in the root")
+    link = ck / "checkpoint_100" / "link.safetensors"
+    link.symlink_to(target)
+    await _scanned(svc_unprotected, root)
+    _sql(db_path, "UPDATE files SET state = 'deleting' WHERE relpath = 'link.safetensors'")
+    assert await svc_unprotected.finish_interrupted() == 1
+    assert not link.is_symlink() and target.read_bytes() == b"not in the root"
+    assert "t/checkpoints/checkpoint_100/link.safetensors" not in _rows(db_path)
