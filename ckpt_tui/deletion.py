@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from ckpt_tui import fs, history, layout
 from ckpt_tui.db import Database, FileRow, Meta, Root, Step, Training
 from ckpt_tui.db.claim import deletion_claim
-from ckpt_tui.db.engine import describe_error, is_locked_error
+from ckpt_tui.db.engine import check_integrity, describe_error, is_locked_error
 from ckpt_tui.errors import CkptError, IndexBusy, IndexError_, RootError
 from ckpt_tui.procfs import holder, open_files
 from ckpt_tui.types import (
@@ -149,6 +149,7 @@ class Deleter:
         known = _known_files(plan)
         async with deletion_claim(self.db):
             with deletion_lock(self.db):
+                await check_integrity(self.db)
                 run_id = await self._start_record(plan, ctx)
                 try:
                     recovered = await self._recover_locked(run_id)
@@ -687,6 +688,7 @@ class Deleter:
         try:
             async with deletion_claim(self.db):
                 with deletion_lock(self.db):
+                    await check_integrity(self.db)
                     return await self._recover_locked(None)
         except IndexBusy:
             if strict:
