@@ -765,3 +765,31 @@ async def test_prune_force_and_include_open_reach_the_files_of_old_steps(
     for (force, include_open), expected in cases.items():
         plan = await svc.plan_retention(rid, 1, force=force, include_open=include_open)
         assert _planned(plan) == expected, (force, include_open)
+
+
+async def test_a_hard_link_across_trainings_is_counted_on_the_step_deleted_last(
+    tmp_path: Path, svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    """Both links of one file planned, in steps of two trainings: the plan counts its bytes
+    once, on the step of the link deleted last (trainings in name order, then steps); the
+    run frees them once, as the filesystem's st_size says."""
+    root = tmp_path / "root"
+    a = make_training(root, "a", [200, 300], layers=["layer_0"])
+    b = make_training(root, "b", [100, 300], layers=["layer_0"])
+    first = a / "checkpoint_200" / "layer_0" / "checkpoint.safetensors"
+    last = b / "checkpoint_100" / "layer_0" / "checkpoint.safetensors"
+    last.unlink()
+    os.link(first, last)
+    size = os.stat(first).st_size
+    rid = await _scanned(svc_unprotected, root)
+    steps = _step_ids(db_path, root)
+    plan = await svc_unprotected.plan_steps(
+        rid, [steps[str(a / "checkpoint_200")], steps[str(b / "checkpoint_100")]]
+    )
+    assert [(s.path, s.size_bytes) for s in plan.steps] == [
+        (str(a / "checkpoint_200"), 0),
+        (str(b / "checkpoint_100"), size),
+    ]
+    assert plan.bytes == size
+    result = await svc_unprotected.execute(plan)
+    assert result.freed_bytes == size and not first.exists() and not last.exists()
