@@ -718,9 +718,16 @@ async def test_rm_of_a_thousand_and_one_steps_or_files_plans_every_one(
         path.write_bytes(tiny)
         os.utime(path, (OLD, OLD))
         files.append(str(path))
+    empty = root / "zz" / "checkpoint_1"  # a bare mkdir of another training, listed last
+    empty.mkdir(parents=True)
+    write_checkpoint(root / "zz" / "checkpoint_2" / "sae.safetensors", 2)
     rid = await _scanned(svc_unprotected, root)
-    by_step = await svc_unprotected.plan_targets(rid, [os.path.dirname(f) for f in files])
-    assert _planned(by_step) == set(files) and len(by_step.steps) == 1001
+    targets = [os.path.dirname(f) for f in files] + [str(empty)]
+    by_step = await svc_unprotected.plan_targets(rid, targets)
+    assert _planned(by_step) == set(files) and len(by_step.steps) == 1002
+    assert [(s.path, s.files, s.whole) for s in by_step.steps if s.training == "zz"] == [
+        (str(empty), (), True)
+    ]
     by_file = await svc_unprotected.plan_targets(rid, files)
     assert _planned(by_file) == set(files)
 
