@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from rich.cells import cell_len
 from textual.content import Content
 from textual.geometry import Size
-from textual.widget import Widget
+from textual.visual import VisualType
+from textual.widgets import Static
 
 HANG_EXTRA = 2  # continuation lines sit this much deeper than the line's own indent
 BREAK_AFTER = "/,;"
@@ -75,8 +76,9 @@ def wrap_hanging(line: Content, width: int, hang: int) -> list[Content]:
             return out
 
 
-class HangingText(Widget):
-    """A block of lines, each wrapped with a hanging indent at the widget's width."""
+class HangingText(Static):
+    """A Static whose lines wrap with a hanging indent at the widget's width (so whoever
+    reads a Static — a test, a query — reads this too)."""
 
     DEFAULT_CSS = """
     HangingText {
@@ -96,20 +98,21 @@ class HangingText(Widget):
         self._cache: tuple[int, list[Content]] | None = None
         self.update(content)
 
-    def update(self, content: Content | str | Sequence[Line]) -> None:
-        """New text: a Content (each line's hang from its indent) or explicit lines."""
-        if isinstance(content, str):
-            content = Content(content)
-        if isinstance(content, Content):
-            lines = content.split("\n", allow_blank=True)
+    def update(self, content: VisualType | Sequence[Line] = "", *, layout: bool = True) -> None:
+        """New text: a str or Content (each line's hang from its indent) or explicit lines."""
+        if isinstance(content, (str, Content)):
+            text = Content(content) if isinstance(content, str) else content
+            lines = text.split("\n", allow_blank=True)
             self._text_lines = [(line, auto_hang(line)) for line in lines]
-        else:
+        elif isinstance(content, (list, tuple)):
             self._text_lines = list(content)
+        else:
+            raise TypeError(f"HangingText shows text, not {type(content).__name__}")
         self._cache = None
         height = self.styles.height
         # only a widget sized by its text needs a new layout (the details panel has a fixed
         # height: a cursor move repaints it alone)
-        self.refresh(layout=height is None or height.is_auto)
+        self.refresh(layout=layout and (height is None or height.is_auto))
 
     @property
     def plain(self) -> str:
