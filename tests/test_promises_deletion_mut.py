@@ -407,9 +407,10 @@ async def test_an_interrupted_deletion_of_a_symlink_removes_the_link_only(
 async def test_interrupted_rows_of_several_roots_are_finished_root_by_root(
     tmp_path: Path, svc_unprotected: CheckpointService, db_path: str
 ) -> None:
-    """Claimed rows under three roots: the first root was moved away (left claimed), the
-    second's step row is damaged (its files' rows are put back with the refusal, nothing
-    there is touched), the third's are finished; one root's trouble never stops the next."""
+    """Claimed rows under three roots: the first root was moved away (left claimed); in the
+    second, a damaged step row comes first (its files' rows are put back with the refusal,
+    nothing there touched) and its other claimed step is still finished; so is the third's:
+    one root's or step's trouble never stops the next."""
     roots = [tmp_path / n for n in ("a", "b", "c")]
     for r in roots:
         make_training(r, "t", [100, 200], layers=LAYERS)
@@ -419,22 +420,24 @@ async def test_interrupted_rows_of_several_roots_are_finished_root_by_root(
         "UPDATE files SET state = 'deleting' WHERE step_id IN "
         "(SELECT id FROM steps WHERE relpath = 't/checkpoints/checkpoint_100')",
     )
-    b_step = _sql(
+    (bad,) = _sql(  # scanned before b's step 100: its files' rows come first
         db_path,
         "SELECT s.id FROM steps s JOIN trainings t ON t.id = s.training_id "
-        "JOIN roots r ON r.id = t.root_id WHERE r.path = ? AND s.step = 100",
+        "JOIN roots r ON r.id = t.root_id WHERE r.path = ? AND s.step = 200",
         (str(roots[1]),),
-    )[0][0]
-    _sql(db_path, "UPDATE steps SET relpath = x'00ff' WHERE id = ?", (b_step,))
+    )[0]
+    _sql(db_path, "UPDATE files SET state = 'deleting' WHERE step_id = ?", (bad,))
+    _sql(db_path, "UPDATE steps SET relpath = x'00ff' WHERE id = ?", (bad,))
     roots[0].rename(tmp_path / "moved")
-    assert await svc_unprotected.finish_interrupted() == 3
-    assert not (roots[2] / "t/checkpoints/checkpoint_100").exists()
-    assert len(_files(roots[1] / "t/checkpoints/checkpoint_100")) == 3
+    assert await svc_unprotected.finish_interrupted() == 6
+    for r in roots[1:]:
+        assert _files(r / "t/checkpoints/checkpoint_100") == []
+    assert len(_files(roots[1] / "t/checkpoints/checkpoint_200")) == 3
     assert len(_files(tmp_path / "moved" / "t/checkpoints/checkpoint_100")) == 3
     states = _sql(
         db_path,
-        "SELECT s.id = ?, f.state, f.error FROM files f "
-        "JOIN steps s ON s.id = f.step_id WHERE f.state = 'deleting' OR f.error IS NOT NULL",
-        (b_step,),
+        "SELECT f.step_id = ?, f.state, f.error FROM files f "
+        "WHERE f.state = 'deleting' OR f.error IS NOT NULL",
+        (bad,),
     )
     assert sorted(states) == [(0, "deleting", None)] * 3 + [(1, "active", REFUSED)] * 3

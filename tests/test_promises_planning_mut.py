@@ -92,6 +92,7 @@ async def test_ids_of_another_root_are_never_planned_under_this_root(
     a, b = tmp_path / "a", tmp_path / "b"
     make_training(a, "x", [100, 200], layers=["layer_0"])
     make_training(b, "x", [100, 200], layers=["layer_0"])
+    (b / "x" / "checkpoints" / "checkpoint_50").mkdir()  # B's bare mkdir: plannable in B
     ra, _rb = await _scanned(svc, a), await _scanned(svc, b)
     a_files, b_files = _file_ids(db_path, a), _file_ids(db_path, b)
     a_steps, b_steps = _step_ids(db_path, a), _step_ids(db_path, b)
@@ -112,6 +113,7 @@ async def test_ids_of_another_root_are_never_planned_under_this_root(
     result = await svc.execute(only_b)
     assert not result.results
     assert len(_file_ids(db_path, b)) == 2 == len(list(b.rglob("*.safetensors")))
+    assert (b / "x" / "checkpoints" / "checkpoint_50").is_dir()
 
 
 async def test_marked_files_past_two_query_chunks_are_all_planned(
@@ -718,15 +720,18 @@ async def test_rm_of_a_thousand_and_one_steps_or_files_plans_every_one(
         path.write_bytes(tiny)
         os.utime(path, (OLD, OLD))
         files.append(str(path))
-    empty = root / "zz" / "checkpoint_1"  # a bare mkdir of another training, listed last
-    empty.mkdir(parents=True)
-    write_checkpoint(root / "zz" / "checkpoint_2" / "sae.safetensors", 2)
+    empties = {}
+    for name in ("aa", "zz"):  # bare mkdirs of two more trainings, listed first and last
+        empties[name] = root / name / "checkpoint_1"
+        empties[name].mkdir(parents=True)
+        write_checkpoint(root / name / "checkpoint_2" / "sae.safetensors", 2)
     rid = await _scanned(svc_unprotected, root)
-    targets = [os.path.dirname(f) for f in files] + [str(empty)]
+    targets = [str(empties["aa"])] + [os.path.dirname(f) for f in files] + [str(empties["zz"])]
     by_step = await svc_unprotected.plan_targets(rid, targets)
-    assert _planned(by_step) == set(files) and len(by_step.steps) == 1002
-    assert [(s.path, s.files, s.whole) for s in by_step.steps if s.training == "zz"] == [
-        (str(empty), (), True)
+    assert _planned(by_step) == set(files) and len(by_step.steps) == 1003
+    assert [(s.path, s.files, s.whole) for s in by_step.steps if s.training != "run"] == [
+        (str(empties["aa"]), (), True),
+        (str(empties["zz"]), (), True),
     ]
     by_file = await svc_unprotected.plan_targets(rid, files)
     assert _planned(by_file) == set(files)
