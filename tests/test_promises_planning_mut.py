@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_tui.errors import TargetError
+from ckpt_tui.protection import Protection
 from ckpt_tui.retention import Best, Rules
 from ckpt_tui.service import CheckpointService
 from tests.conftest import OLD, make_training, write_checkpoint
@@ -805,3 +806,21 @@ async def test_a_hard_link_across_trainings_is_counted_on_the_step_deleted_last(
     assert plan.bytes == size
     result = await svc_unprotected.execute(plan)
     assert result.freed_bytes == size and not first.exists() and not last.exists()
+
+
+async def test_with_open_file_protection_off_an_open_file_is_planned(
+    tmp_path: Path, db_path: str, hold_open: Callable[[Path], int]
+) -> None:
+    """Protection(open_files=False): the plan does not look for open files at all."""
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [100, 200], layers=["layer_0"])
+    busy = ck / "checkpoint_100" / "layer_0" / "checkpoint.safetensors"
+    off = Protection(newest_step=False, recent_seconds=0, open_files=False)
+    svc = await CheckpointService.open(db_path, protection=off)
+    try:
+        rid = await _scanned(svc, root)
+        hold_open(busy)
+        plan = await svc.plan_steps(rid, _step_ids(db_path, root).values())
+    finally:
+        await svc.close()
+    assert str(busy) in _planned(plan) and not plan.protected
