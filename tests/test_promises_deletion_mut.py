@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ckpt_tui import fs
 from ckpt_tui.deletion import REFUSED
 from ckpt_tui.errors import IndexBusy
 from ckpt_tui.service import CheckpointService
@@ -441,3 +442,42 @@ async def test_interrupted_rows_of_several_roots_are_finished_root_by_root(
         (bad,),
     )
     assert sorted(states) == [(0, "deleting", None)] * 3 + [(1, "active", REFUSED)] * 3
+
+
+class _Died(BaseException):
+    """The deleting process dying (raised from its unlink: a fault root cannot cause)."""
+
+
+async def test_a_run_that_died_is_recorded_step_by_step_by_the_run_that_finishes_it(
+    tree: tuple[Path, Path],
+    svc_unprotected: CheckpointService,
+    db_path: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process dies after its second unlink (os.unlink wrapped to raise after the real
+    call); the next deleting run finishes the claimed files, keeps a folder that was empty
+    before in the step (a recovered step is never taken as whole), and records the dead
+    run's step by its path with every file counted as deleted."""
+    root, ck = tree
+    (ck / "checkpoint_100" / "samples").mkdir()
+    plan = await _plan_first_step(svc_unprotected, root, db_path)
+    real_unlink, calls = os.unlink, [0]
+
+    def unlink(path: str, *, dir_fd: int | None = None) -> None:
+        real_unlink(path, dir_fd=dir_fd)
+        calls[0] += 1
+        if calls[0] == 2:
+            raise _Died
+
+    monkeypatch.setattr(fs.os, "unlink", unlink)
+    with pytest.raises(_Died):
+        await svc_unprotected.execute(plan)
+    monkeypatch.undo()
+    assert len(_files(ck / "checkpoint_100")) == 1
+    assert await svc_unprotected.finish_interrupted() == 3
+    assert _files(ck / "checkpoint_100") == []
+    assert (ck / "checkpoint_100" / "samples").is_dir()
+    (dead,) = await svc_unprotected.history(str(root))
+    assert [(s.path, s.files_planned, s.files_deleted, s.result) for s in dead.steps] == [
+        ("t/checkpoints/checkpoint_100", 3, 3, "deleted")
+    ]
