@@ -232,9 +232,10 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
             self.update_details()
 
     def update_details(self) -> None:
-        panel = self.query_one(DetailsPanel)
-        if not panel.display:
+        panels = self.query(DetailsPanel)
+        if not panels or not panels.first().display:  # hidden, or the app is closing
             return
+        panel = panels.first()
         node = self.ckpt_tree.node
         self._details_node = node
         panel.show(node, self.marks)
@@ -291,8 +292,11 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
             return None
 
     def refresh_status(self) -> None:
+        bars = self.query(StatusBar)
+        if not bars:  # closing: a worker finishing late finds the screen gone
+            return
         root, marks = self.model.root, self.marks
-        self.query_one(StatusBar).show(
+        bars.first().show(
             StatusFacts(
                 root=self.show_path(self.root_dir),
                 indexed_bytes=root.size,
@@ -395,9 +399,9 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
 
     def _show_empty(self) -> None:
         """A scanned root with no checkpoints says so, with the layouts it recognises."""
-        tree = self.ckpt_tree
-        tree.empty_hint = not self.model.trainings
-        tree.refresh()
+        for tree in self.query(CheckpointTree):  # none when closing
+            tree.empty_hint = not self.model.trainings
+            tree.refresh()
 
     # browsing actions -------------------------------------------------------------------
 

@@ -358,3 +358,17 @@ async def test_a_filter_that_matches_nothing_says_so(
         await pilot.press("escape")
         await until(pilot, lambda: app.model.filter == "", "cleared")
         assert "4 trainings" in screen_lines(app)[3] and "contains" not in screen_text(app)
+
+
+async def test_a_worker_finishing_after_the_screen_is_gone_does_not_raise(
+    demo: DemoTree, service: CheckpointService
+) -> None:
+    """A scan or reload that ends while the app closes updates the header, the empty hint and
+    the details: with the screen gone that raised NoMatches('StatusBar') out of the exit."""
+    app = make_app(demo, service)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+    app.refresh_status()
+    app._show_empty()
+    app.update_details()
+    app.set_pending("")
