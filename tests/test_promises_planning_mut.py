@@ -824,3 +824,28 @@ async def test_with_open_file_protection_off_an_open_file_is_planned(
     finally:
         await svc.close()
     assert str(busy) in _planned(plan) and not plan.protected
+
+
+async def test_a_training_with_no_valid_step_yet_is_protected_until_forced(
+    tmp_path: Path, svc: CheckpointService, db_path: str
+) -> None:
+    """Its only step is a save cut short: it may be in progress, so it is not planned
+    without --force, with the reason named."""
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [100], layers=["layer_0"])
+    cut = ck / "checkpoint_100" / "layer_0" / "checkpoint.safetensors"
+    with open(cut, "r+b") as f:
+        f.truncate(40)
+    os.utime(cut, (OLD, OLD))
+    rid = await _scanned(svc, root)
+    sid = _step_ids(db_path, root)[str(ck / "checkpoint_100")]
+    plan = await svc.plan_steps(rid, [sid])
+    assert plan.empty
+    assert [(p.path, p.reason, p.forcable) for p in plan.protected] == [
+        (
+            str(cut),
+            "no valid step in this training yet: may be in progress; --force to include",
+            True,
+        )
+    ]
+    assert _planned(await svc.plan_steps(rid, [sid], force=True)) == {str(cut)}
