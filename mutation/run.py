@@ -197,6 +197,33 @@ def sample_patterns(module: str, every: int, seed: int) -> list[str]:
     return [f"ckpt_tui.{module}.*__mutmut_{n}" for n in range(offset, 600, every)]
 
 
+def diffs(mutated: Path, names: list[str]) -> dict[str, str]:
+    """Each mutant's changed lines, diffed against its function's original in mutmut's
+    mutated copy of the module (one parse; ``mutmut show`` re-reads the file per mutant)."""
+    import ast
+    import difflib
+    import textwrap
+
+    text = mutated.read_text()
+    lines_of = text.splitlines()
+    defs = {
+        n.name: textwrap.dedent("\n".join(lines_of[n.lineno - 1 : n.end_lineno]))
+        for n in ast.walk(ast.parse(text))
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    out = {}
+    for name in names:
+        fn = name.rsplit(".", 1)[1]
+        orig = defs[fn.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"].splitlines()
+        new = defs[fn].splitlines()
+        new[0] = new[0].replace(fn, fn.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
+        lines = difflib.unified_diff(orig, new, lineterm="", n=0)
+        out[name] = "\n".join(
+            ln for ln in lines if ln[:1] in "+-" and not ln.startswith(("+++", "---"))
+        )
+    return out
+
+
 def show(dest: Path, name: str) -> str:
     out = sh(["mutmut", "show", name], dest, capture_output=True).stdout
     keep = [ln for ln in out.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
@@ -266,7 +293,8 @@ def results_of(
         pats = sample_patterns(module, args.sample, args.seed)
         codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, p) for p in pats)}
     statuses = {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
-    survivors = {k: show(dest, k) for k, s in sorted(statuses.items()) if s == "survived"}
+    names = [k for k, s in sorted(statuses.items()) if s == "survived"]
+    survivors = diffs(dest / "mutants" / "ckpt_tui" / f"{module}.py", names)
     return {
         "module": module,
         "commit": commit,
@@ -317,7 +345,7 @@ def explanation(name: str, explained: dict[str, str]) -> str | None:
     if name in explained:
         return explained[name]
     for pattern, why in explained.items():
-        if "*" in pattern and fnmatch.fnmatch(name, pattern):
+        if any(c in pattern for c in "*?[") and fnmatch.fnmatch(name, pattern):
             return why
     return None
 

@@ -459,7 +459,7 @@ async def test_a_run_that_died_is_recorded_step_by_step_by_the_run_that_finishes
     before in the step (a recovered step is never taken as whole), and records the dead
     run's step by its path with every file counted as deleted."""
     root, ck = tree
-    (ck / "checkpoint_100" / "samples").mkdir()
+    (ck / "checkpoint_100" / "layer_9").mkdir()  # empty layer debris from before the run
     plan = await _plan_first_step(svc_unprotected, root, db_path)
     real_unlink, calls = os.unlink, [0]
 
@@ -476,7 +476,7 @@ async def test_a_run_that_died_is_recorded_step_by_step_by_the_run_that_finishes
     assert len(_files(ck / "checkpoint_100")) == 1
     assert await svc_unprotected.finish_interrupted() == 3
     assert _files(ck / "checkpoint_100") == []
-    assert (ck / "checkpoint_100" / "samples").is_dir()
+    assert [p.name for p in (ck / "checkpoint_100").iterdir()] == ["layer_9"]
     (dead,) = await svc_unprotected.history(str(root))
     assert [(s.path, s.files_planned, s.files_deleted, s.result) for s in dead.steps] == [
         ("t/checkpoints/checkpoint_100", 3, 3, "deleted")
