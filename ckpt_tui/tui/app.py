@@ -328,6 +328,8 @@ class CkptApp(DeleteActions, MarkActions, App[int]):
             self._ticker = self.set_interval(FLUSH_SECONDS, self._tick)
 
     def _tick(self) -> None:
+        if not self.is_running:  # closing: its screen is gone
+            return
         if self.scanning:
             self._flush_scan()
         if self.deletion is not None:
