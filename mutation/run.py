@@ -72,13 +72,15 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "fs": ("tests/test_promises_fs*.py", "tests/test_promises_deletion*.py"),
     # planning and deletion: in-process tests only (service, promises, click's runner), so
     # a surviving mutant costs seconds, not the minute the CLI-subprocess selection took.
-    # The miStudio tests need PostgreSQL (CKPT_TUI_TEST_PG_URL) and are not selected.
+    # The miStudio tests need PostgreSQL (CKPT_TUI_TEST_PG_URL); without it they skip and
+    # the miStudio code counts as "no tests" (main() warns).
     "planning": (
         "tests/test_promises_planning*.py",
         "tests/test_promises_deletion*.py",
         "tests/test_service.py",
         "tests/reliability/test_careful_plans.py",
         "tests/test_retention.py",
+        "tests/test_mistudio.py",
     ),
     "deletion": (
         "tests/test_promises_deletion*.py",
@@ -87,6 +89,7 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
         "tests/reliability/test_careful_plans.py",
         "tests/reliability/test_symlink_race.py",
         "tests/reliability/test_crash_recovery.py",
+        "tests/test_mistudio.py",
         "tests/reliability/test_per_item_errors.py::test_stop_errors_stop_the_batch_cleanly_and_resume",
         "tests/reliability/test_per_item_errors.py::test_rmdir_ebusy_stops_the_climb_quietly",
         "tests/reliability/test_hostile_index.py::"
@@ -462,6 +465,13 @@ def main() -> int:
     if shutil.which("mutmut") is None:
         raise SystemExit("mutmut is not installed: pip install -r mutation/requirements.txt")
     explained = tomllib.loads(EXPLAINED.read_text()) if EXPLAINED.exists() else {}
+    pg_needed = {"planning", "deletion"} & set(args.modules or MODULES)
+    if pg_needed and not args.report_only and not os.environ.get("CKPT_TUI_TEST_PG_URL"):
+        print(
+            "warning: CKPT_TUI_TEST_PG_URL is not set: the miStudio tests skip, and the "
+            f"miStudio code of {', '.join(sorted(pg_needed))} counts as 'no tests'",
+            file=sys.stderr,
+        )
     RESULTS.mkdir(exist_ok=True)
     if not args.report_only:
         for module in args.modules or MODULES:
