@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from safetensors.numpy import save_file
 
 from ckpt_tui import fs
 from ckpt_tui.cli import main
@@ -35,7 +37,7 @@ from ckpt_tui.deletion import Deleter
 from ckpt_tui.mistudio import MiStudio
 from ckpt_tui.planning import Protection
 from ckpt_tui.service import CheckpointService
-from tests.conftest import _pg_admin, fresh_pg_db, make_training
+from tests.conftest import OLD, _pg_admin, fresh_pg_db, make_training
 
 SCHEMA = """
 CREATE TABLE models (
@@ -580,6 +582,60 @@ def test_best_loss_ranks_by_mistudio_loss(tmp_path: Path, mi: MiDB, db: str) -> 
     assert plain["delete"] == []
 
 
+def own_metric_training(root: Path, name: str, losses: dict[int, float]) -> None:
+    """A training miStudio never recorded whose files carry ``loss`` themselves."""
+    for step, loss in losses.items():
+        path = make_training(root, name, [step], layer_dirs()[:1]) / f"checkpoint_{step}"
+        (layer,) = path.iterdir()
+        tensors = {"W_enc": np.ones((8, 32), dtype=np.float32)}
+        save_file(tensors, str(layer / "checkpoint.safetensors"), {"loss": str(loss)})
+        os.utime(layer / "checkpoint.safetensors", (OLD, OLD))
+
+
+def test_best_loss_ranks_each_training_by_its_own_source(tmp_path: Path, mi: MiDB, db: str) -> None:
+    """Trainings whose files carry the key rank by it, whichever side of the miStudio one
+    they are listed; the miStudio training ranks by its rows, and a step folder miStudio
+    never recorded (500, the first) is kept unknown without stopping the ranking, as is a
+    training neither miStudio nor its files give a loss."""
+    root = studio(tmp_path, mi)
+    make_training(root, DONE, [500], layer_dirs())  # on disk only
+    make_training(root, "m_plain", [1, 2], layer_dirs())  # avg_loss only, no miStudio rows
+    own = {1: 0.3, 2: 0.1, 3: 0.2}
+    own_metric_training(root, "a_own", own)
+    own_metric_training(root, "z_own", own)
+    args = ("prune", str(root), "--keep", "1", "--best", "loss:min", "--force", "--dry-run")
+    dry = ok(*args, db=db, mi=mi)
+    deleted: dict[str, set[int]] = {}
+    for d in dry["delete"]:
+        deleted.setdefault(Path(d["path"]).parts[-3], set()).add(d["step"])
+    assert deleted == {DONE: {1000, 2000, 4000}, "a_own": {1}, "z_own": {1}}
+    kept = {(Path(k["path"]).parts[-3], k["step"]): k["reasons"] for k in dry["keep"]}
+    assert kept[(DONE, 500)] == ["no loss: kept, not guessed"]
+    assert kept[("m_plain", 1)] == ["no loss: kept, not guessed"]
+    assert kept[(DONE, 3000)] == ["best loss"] and kept[("a_own", 2)] == ["best loss"]
+
+
+def test_best_l0_sparsity_ranks_by_mistudio_l0(tmp_path: Path, mi: MiDB, db: str) -> None:
+    """``--best l0_sparsity`` reads miStudio's mean l0 per step, not its loss (which would
+    pick 3000)."""
+    root = studio(tmp_path, mi)
+    l0 = {1000: 0.01, 2000: 0.09, 3000: 0.08, 4000: 0.07, 5000: 0.06}
+    for step, value in l0.items():
+        mi.execute(
+            "UPDATE checkpoints SET l0_sparsity = $1 WHERE training_id = $2 AND step = $3",
+            value,
+            DONE,
+            step,
+        )
+    args = ("prune", str(root), "--keep", "1", "--best", "l0_sparsity:min", "--force")
+    dry = ok(*args, "--dry-run", db=db, mi=mi)
+    assert {k["step"]: k["reasons"] for k in dry["keep"]} == {
+        1000: ["best l0_sparsity"],
+        5000: ["newest"],
+    }
+    assert [d["step"] for d in dry["delete"]] == [2000, 3000, 4000]
+
+
 # refusals: one line, exit 1, nothing deleted ---------------------------------------------
 
 
@@ -803,6 +859,37 @@ def test_a_database_failure_after_the_unlinks_stops_the_run_and_is_repaired(
     assert code == 0 and "left 6 miStudio rows" in err
     done = ok("prune", str(root), "--keep", "1", "--yes", db=db, mi=mi)
     assert done["mistudio"]["repaired"] == 6 and mi.steps(DONE) == {3000: 2, 5000: 2}
+
+
+def test_a_database_failure_deleting_stale_rows_is_reported_and_they_stay(
+    tmp_path: Path, mi: MiDB, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ckpt_tui.mistudio import MiStudioError
+
+    root = studio(tmp_path, mi)
+    mi.add_training(GONE, "completed", {10: 0.5})  # its folder was removed by hand
+    calls: list[int] = []
+    real = MiStudio.delete_rows
+
+    async def lost_on_stale(self: MiStudio, pairs: Any, *a: object, **k: object) -> int:
+        calls.append(len(pairs))
+        if any(GONE in path for _id, path in pairs):
+            raise MiStudioError("miStudio database x is unreachable: connection lost")
+        return await real(self, pairs, *a, **k)
+
+    monkeypatch.setattr(MiStudio, "delete_rows", lost_on_stale)
+    args = ("prune", str(root), "--keep", "1", "--stale-records", "--yes", "--json")
+    code, out, _ = cli(*args, db=db, mi=mi)
+    monkeypatch.undo()
+    result = json.loads(out)
+    assert code == 1 and calls, "the stale rows were attempted"
+    assert result["stopped"] == (
+        "miStudio database x is unreachable: connection lost; "
+        "the stale miStudio rows were not deleted"
+    )
+    assert result["mistudio"]["error"] == "miStudio database x is unreachable: connection lost"
+    assert result["mistudio"]["stale_deleted"] == 0 and mi.steps(GONE) == {10: 2}
+    assert on_disk(root, DONE) == [3000, 5000] and mi.steps(DONE) == {3000: 2, 5000: 2}
 
 
 def test_without_mistudio_nothing_of_it_is_imported(tmp_path: Path) -> None:
