@@ -172,23 +172,30 @@ class Deleter:
                             if not batch:
                                 continue
                         journal = _journal(mi, run_id, n, plan.root, batch, by_step)
-                        claimed = await self._claim(
-                            [f.file_id for s in batch for f in s.files], run_id, journal
-                        )
                         done: list[ItemResult] = []
-                        stopped = await self._run_batch(
-                            root,
-                            batch,
-                            claimed,
-                            busy,
-                            run,
-                            on_progress,
-                            cancel,
-                            record={s.step_id: run_id for s in batch},
-                            foreign_steps=foreign_steps,
-                            known=known,
-                            into=done,
-                        )
+                        try:
+                            claimed = await self._claim(
+                                [f.file_id for s in batch for f in s.files], run_id, journal
+                            )
+                            stopped = await self._run_batch(
+                                root,
+                                batch,
+                                claimed,
+                                busy,
+                                run,
+                                on_progress,
+                                cancel,
+                                record={s.step_id: run_id for s in batch},
+                                foreign_steps=foreign_steps,
+                                known=known,
+                                into=done,
+                            )
+                        except _IndexStop as stop:
+                            deleted = _deleted(run)
+                            if not deleted and not stop.unrecorded:
+                                raise
+                            stopped = stop.mid_run(deleted)
+                            break
                         if mi is not None and journal is not None:
                             failed = await self._mistudio_after(
                                 mi, journal[0], batch, by_step, done, tally
@@ -231,7 +238,10 @@ class Deleter:
             run_id=run_id,
             mistudio=_outcome(mi, tally),
         )
-        await history.finish(self.db, run_id, result, history.outcome_of(result))
+        try:
+            await history.finish(self.db, run_id, result, history.outcome_of(result))
+        except (DBAPIError, SQLAlchemyError) as exc:  # the next deleting command closes it
+            log.warning("could not record the run's outcome in the history: %s", _why(exc))
         return result
 
     # miStudio ---------------------------------------------------------------------------
@@ -466,12 +476,7 @@ class Deleter:
                     )
                     claimed.update((await session.execute(q)).scalars())
         except (DBAPIError, SQLAlchemyError) as exc:
-            if is_locked_error(exc):
-                raise IndexBusy(f"index {self.db.display} is locked; nothing was deleted") from None
-            raise IndexError_(
-                f"cannot record the deletion in index {self.db.display}: "
-                f"{describe_error(exc)}; nothing was deleted"
-            ) from None
+            raise _IndexStop(self.db, exc, unrecorded=False) from None
         return claimed
 
     async def _run_batch(
@@ -637,6 +642,23 @@ class Deleter:
             if r.outcome in (Outcome.FAILED, Outcome.CHANGED) and r.file_id in claimed
         }
         untouched = claimed - set(gone) - set(errors)
+        try:
+            await self._finish_rows(
+                root, batch, gone, errors, untouched, removed_steps, history_rows
+            )
+        except (DBAPIError, SQLAlchemyError) as exc:
+            raise _IndexStop(self.db, exc, unrecorded=True) from None
+
+    async def _finish_rows(
+        self,
+        root: fs.RootHandle,
+        batch: list[PlannedStep],
+        gone: list[int],
+        errors: dict[int, str | None],
+        untouched: set[int],
+        removed_steps: set[int] | None,
+        history_rows: list[dict[str, object]] | None,
+    ) -> None:
         async with self.db.sessions() as session, session.begin():
             for i in range(0, len(gone), CHUNK):
                 await session.execute(delete(FileRow).where(FileRow.id.in_(gone[i : i + CHUNK])))
@@ -895,11 +917,51 @@ def _group(batch: list[PlannedStep], record: dict[int, int]) -> dict[int, list[P
 
 
 async def _quietly(coro: Coroutine[object, object, None]) -> None:
-    """Best effort (recording a failure must not hide the failure itself)."""
+    """Best effort (recording a failure must not hide the failure itself): one line, the
+    traceback only with debug logging."""
     try:
         await coro
-    except Exception:
-        log.warning("could not record the failed run in the history", exc_info=True)
+    except Exception as exc:
+        log.warning("could not record the failed run in the history: %s", _why(exc))
+        log.debug("recording the failed run", exc_info=True)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError | SQLAlchemyError):
+        return describe_error(exc)
+    return str(exc) or type(exc).__name__
+
+
+def _deleted(run: _Run) -> int:
+    return sum(r.outcome is Outcome.DELETED for r in run.results)
+
+
+class _IndexStop(IndexError_):
+    """The index refused a write during a run (locked by another program, or failing).
+    Escaping as it is (before any unlink, or from a recovery) it is one line; ``mid_run``
+    words it for a run that had deleted files already."""
+
+    def __init__(self, db: Database, exc: DBAPIError | SQLAlchemyError, *, unrecorded: bool):
+        self.busy = is_locked_error(exc)
+        if self.busy:
+            self.head = f"index {db.display} is locked by another program"
+        else:
+            self.head = f"cannot record the deletion in index {db.display}: {describe_error(exc)}"
+        self.unrecorded = unrecorded  # files of the batch were unlinked, their rows not dropped
+        super().__init__(
+            f"{self.head}; "
+            + (
+                "the files just deleted are recorded by the next deleting command"
+                if unrecorded
+                else "nothing was deleted"
+            )
+        )
+
+    def mid_run(self, deleted: int) -> str:
+        done = f"{deleted} file{'s' if deleted != 1 else ''} deleted before it"
+        if self.unrecorded:
+            done += " (the last of them are recorded by the next deleting command)"
+        return f"{self.head}; {done}, nothing after them was touched; run again to resume"
 
 
 def _is_int(value: object) -> bool:

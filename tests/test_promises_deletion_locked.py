@@ -1,0 +1,195 @@
+"""A deletion whose index is locked by another program part-way through (a browser's
+rescan, a second tool writing it): the run stops with one true line (how many files went
+before it, that nothing after them was touched), never a traceback and never "nothing was
+deleted" after files went; the next deleting command records what went.
+
+Real files, a real SQLite index, and the lock is real: a second ``sqlite3`` connection
+holding ``BEGIN IMMEDIATE``. The busy timeout is shortened (a setting, not a mock) so a
+refused write is met in a tenth of a second instead of five. The moment the lock is taken
+is chosen through the run's cancel event, which the deleter asks before each batch (on
+its own thread) and before each file (on the unlinking thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ckpt_tui.db import engine
+from ckpt_tui.errors import IndexError_
+from ckpt_tui.planning import Protection
+from ckpt_tui.service import CheckpointService
+from ckpt_tui.types import Outcome
+from tests.conftest import make_training
+from tests.test_promises_planning_mut import _scanned, _sql
+
+STEPS = range(100, 3100, 100)  # 30 steps of 3 files: the first batch (64 files) is 22 steps
+
+
+class Hook(threading.Event):
+    """A cancel event that is never set; ``when(thread_is_main)`` is asked at each check."""
+
+    def __init__(self, when: Callable[[bool], None]) -> None:
+        super().__init__()
+        self.when = when
+        self.main = threading.current_thread()
+
+    def is_set(self) -> bool:
+        self.when(threading.current_thread() is self.main)
+        return super().is_set()
+
+
+class Locker:
+    """Takes the index's write lock once, from another connection, until released."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.con: sqlite3.Connection | None = None
+
+    def take(self) -> None:
+        if self.con is None:
+            self.con = sqlite3.connect(self.db, isolation_level=None, check_same_thread=False)
+            self.con.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        if self.con is not None:
+            self.con.execute("ROLLBACK")
+            self.con.close()
+            self.con = None
+
+
+def on_disk(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*.safetensors")}
+
+
+@pytest.fixture
+def quick_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 100)
+
+
+async def _open(db: str) -> CheckpointService:
+    return await CheckpointService.open(db, protection=Protection(newest_step=False))
+
+
+@pytest.mark.usefixtures("quick_busy")
+async def test_a_lock_after_the_first_unlinks_stops_the_run_with_what_went(
+    tmp_path: Path, db_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "root"
+    make_training(root, "t", STEPS)
+    before = on_disk(root)
+    locker = Locker(db_path)
+    svc = await _open(db_path)
+    try:
+        rid = await _scanned(svc, root)
+        plan = await svc.plan_retention(rid, 1)
+        assert plan.file_count == 87
+        first = root / "t" / "checkpoints" / "checkpoint_100"
+
+        def when(main: bool) -> None:  # an unlink has happened: lock before the batch ends
+            if not main and not first.exists():
+                locker.take()
+
+        with caplog.at_level(logging.WARNING):
+            result = await svc.execute(plan, cancel=Hook(when))
+    finally:
+        locker.release()
+        await svc.close()
+    gone = before - on_disk(root)
+    deleted = [r for r in result.results if r.outcome is Outcome.DELETED]
+    assert len(gone) == len(deleted) == 66, "the first batch went, whole steps"
+    assert {str(Path(r.path).relative_to(root)) for r in deleted} == gone
+    assert result.stopped == (
+        f"index {db_path} is locked by another program; 66 files deleted before it (the "
+        "last of them are recorded by the next deleting command), nothing after them was "
+        "touched; run again to resume"
+    )
+    skipped = [r for r in result.results if r.outcome is Outcome.SKIPPED]
+    assert len(skipped) == 21 and {r.error for r in skipped} == {result.stopped}
+    assert not any(r.exc_info for r in caplog.records), "no traceback in the log"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "could not record the run's outcome in the history: database is locked"
+    ]
+    # the lock gone, the next deleting command records what went and deletes the rest
+    svc = await _open(db_path)
+    try:
+        again = await svc.execute(await svc.plan_retention(rid, 1))
+    finally:
+        await svc.close()
+    assert again.recovered == 66 and again.stopped is None
+    assert on_disk(root) == {f"t/checkpoints/checkpoint_3000/{n}" for n in _layers()}
+    assert _sql(db_path, "SELECT count(*) FROM files") == [(3,)]
+    runs = _sql(db_path, "SELECT outcome, finished_by FROM deletion_runs ORDER BY id")
+    assert runs == [("interrupted", 2), ("finished", None)]
+
+
+@pytest.mark.usefixtures("quick_busy")
+async def test_a_lock_before_a_later_batch_leaves_it_untouched_and_says_what_went(
+    tmp_path: Path, db_path: str
+) -> None:
+    root = tmp_path / "root"
+    make_training(root, "t", STEPS)
+    before = on_disk(root)
+    locker = Locker(db_path)
+    svc = await _open(db_path)
+    try:
+        rid = await _scanned(svc, root)
+        plan = await svc.plan_retention(rid, 1)
+        first = root / "t" / "checkpoints" / "checkpoint_100"
+
+        def when(main: bool) -> None:  # the loop's check before the second batch
+            if main and not first.exists():
+                locker.take()
+
+        result = await svc.execute(plan, cancel=Hook(when))
+        locker.release()
+        rows = _sql(db_path, "SELECT state, count(*) FROM files GROUP BY state")
+    finally:
+        locker.release()
+        await svc.close()
+    assert len(before - on_disk(root)) == 66
+    assert result.stopped == (
+        f"index {db_path} is locked by another program; 66 files deleted before it, "
+        "nothing after them was touched; run again to resume"
+    )
+    assert rows == [("active", 24)], "the first batch recorded, nothing else claimed"
+
+
+@pytest.mark.usefixtures("quick_busy")
+async def test_a_lock_before_the_first_claim_deletes_nothing_and_says_so(
+    tmp_path: Path, db_path: str
+) -> None:
+    root = tmp_path / "root"
+    make_training(root, "t", STEPS)
+    before = on_disk(root)
+    locker = Locker(db_path)
+    svc = await _open(db_path)
+    try:
+        rid = await _scanned(svc, root)
+        plan = await svc.plan_retention(rid, 1)
+
+        def when(main: bool) -> None:  # the loop's check before the first batch
+            if main:
+                locker.take()
+
+        with pytest.raises(IndexError_) as err:
+            await svc.execute(plan, cancel=Hook(when))
+    finally:
+        locker.release()
+        await svc.close()
+    assert str(err.value) == (f"index {db_path} is locked by another program; nothing was deleted")
+    assert on_disk(root) == before
+    assert _sql(db_path, "SELECT DISTINCT state FROM files") == [("active",)]
+
+
+def _layers() -> tuple[str, ...]:
+    return (
+        "layer_7/checkpoint.safetensors",
+        "layer_14/checkpoint.safetensors",
+        "layer_18/checkpoint.safetensors",
+    )
