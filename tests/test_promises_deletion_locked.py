@@ -25,7 +25,7 @@ from ckpt_tui.errors import IndexError_
 from ckpt_tui.planning import Protection
 from ckpt_tui.service import CheckpointService
 from ckpt_tui.types import Outcome
-from tests.conftest import make_training
+from tests.conftest import make_training, write_checkpoint
 from tests.test_promises_planning_mut import _scanned, _sql
 
 STEPS = range(100, 3100, 100)  # 30 steps of 3 files: the first batch (64 files) is 22 steps
@@ -193,3 +193,39 @@ def _layers() -> tuple[str, ...]:
         "layer_14/checkpoint.safetensors",
         "layer_18/checkpoint.safetensors",
     )
+
+
+@pytest.mark.usefixtures("quick_busy")
+async def test_one_file_steps_left_unrecorded_are_credited_to_the_run_that_deleted_them(
+    tmp_path: Path, db_path: str
+) -> None:
+    """Steps of a single file (``checkpoint_N/sae.safetensors``) whose rows a stopped run
+    left claimed: the next deleter records each under the run that claimed it."""
+    root = tmp_path / "root"
+    for step in range(100, 8100, 100):  # 80 one-file steps: the first batch is 64
+        write_checkpoint(root / "b" / f"checkpoint_{step}" / "sae.safetensors", step)
+    locker = Locker(db_path)
+    svc = await _open(db_path)
+    try:
+        rid = await _scanned(svc, root)
+        first = root / "b" / "checkpoint_100"
+
+        def when(main: bool) -> None:
+            if not main and not first.exists():
+                locker.take()
+
+        stopped = await svc.execute(await svc.plan_retention(rid, 1), cancel=Hook(when))
+        locker.release()
+        assert stopped.stopped is not None and "64 files deleted before it" in stopped.stopped
+        finished = await svc.finish_interrupted()  # as prune and rm do before they plan
+        again = await svc.execute(await svc.plan_retention(rid, 1))
+    finally:
+        locker.release()
+        await svc.close()
+    assert finished == 64 and again.recovered == 0 and again.stopped is None
+    assert sorted(p.parent.name for p in root.rglob("*.safetensors")) == ["checkpoint_8000"]
+    per_run = _sql(
+        db_path,
+        "SELECT run_id, count(*), sum(files_deleted) FROM deletion_steps GROUP BY run_id",
+    )
+    assert per_run == [(1, 64, 64), (2, 15, 15)]
