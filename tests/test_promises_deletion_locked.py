@@ -162,7 +162,7 @@ async def test_a_lock_before_a_later_batch_leaves_it_untouched_and_says_what_wen
 
 @pytest.mark.usefixtures("quick_busy")
 async def test_a_lock_before_the_first_claim_deletes_nothing_and_says_so(
-    tmp_path: Path, db_path: str
+    tmp_path: Path, db_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = tmp_path / "root"
     make_training(root, "t", STEPS)
@@ -177,13 +177,23 @@ async def test_a_lock_before_the_first_claim_deletes_nothing_and_says_so(
             if main:
                 locker.take()
 
-        with pytest.raises(IndexError_) as err:
+        with caplog.at_level(logging.DEBUG, "ckpt_tui.deletion"), pytest.raises(IndexError_) as err:
             await svc.execute(plan, cancel=Hook(when))
     finally:
         locker.release()
         await svc.close()
     assert str(err.value) == (f"index {db_path} is locked by another program; nothing was deleted")
     assert on_disk(root) == before
+    # recording the failed run met the same lock: one line, its traceback only for debugging
+    logged = [(r.levelno, r.getMessage(), bool(r.exc_info)) for r in caplog.records]
+    assert logged == [
+        (
+            logging.WARNING,
+            "could not record the failed run in the history: database is locked",
+            False,
+        ),
+        (logging.DEBUG, "recording the failed run", True),
+    ]
     assert _sql(db_path, "SELECT DISTINCT state FROM files") == [("active",)]
 
 
@@ -229,3 +239,39 @@ async def test_one_file_steps_left_unrecorded_are_credited_to_the_run_that_delet
         "SELECT run_id, count(*), sum(files_deleted) FROM deletion_steps GROUP BY run_id",
     )
     assert per_run == [(1, 64, 64), (2, 15, 15)]
+
+
+async def test_an_index_that_refuses_the_write_after_an_unlink_is_named_with_its_error(
+    tmp_path: Path, db_path: str
+) -> None:
+    """Not a lock but a failing write (here a trigger of the index refuses to drop file
+    rows, a real SQLite error): the run names the index and the error and counts the one
+    file that went; finishing it later fails the same way, in one line, until the index
+    accepts the write, and then records it."""
+    root = tmp_path / "root"
+    for step in (100, 200):
+        write_checkpoint(root / "b" / f"checkpoint_{step}" / "sae.safetensors", step)
+    svc = await _open(db_path)
+    try:
+        rid = await _scanned(svc, root)
+        refuse = "CREATE TRIGGER refuse BEFORE DELETE ON files BEGIN SELECT RAISE(ABORT, 'no'); END"
+        _sql(db_path, refuse)
+        result = await svc.execute(await svc.plan_retention(rid, 1))
+        assert result.stopped == (
+            f"cannot record the deletion in index {db_path}: no; 1 file deleted before it (the "
+            "last of them are recorded by the next deleting command), nothing after them was "
+            "touched; run again to resume"
+        )
+        assert not (root / "b" / "checkpoint_100").exists()
+        with pytest.raises(IndexError_) as err:
+            await svc.finish_interrupted()
+        assert str(err.value) == (
+            f"cannot record the deletion in index {db_path}: no; "
+            "the files just deleted are recorded by the next deleting command"
+        )
+        _sql(db_path, "DROP TRIGGER refuse")
+        assert await svc.finish_interrupted() == 1
+    finally:
+        await svc.close()
+    assert _sql(db_path, "SELECT relpath FROM files") == [("sae.safetensors",)]
+    assert sorted(p.parent.name for p in root.rglob("*.safetensors")) == ["checkpoint_200"]
