@@ -458,7 +458,7 @@ def test_a_failed_unlink_keeps_every_row_of_its_step(
         # Patched: root ignores permission bits, so the OS call fails here as it would for
         # a user without write access to checkpoint_2000/layer_14_residual.
         if dir_fd is not None and os.readlink(f"/proc/self/fd/{dir_fd}").endswith(
-            "checkpoint_2000/layer_14_residual"
+            ("checkpoint_2000/layer_14_residual", "checkpoint_4000/layer_14_residual")
         ):
             raise PermissionError(errno.EACCES, "Permission denied", name)
         real(name, dir_fd=dir_fd)
@@ -468,15 +468,37 @@ def test_a_failed_unlink_keeps_every_row_of_its_step(
     monkeypatch.undo()
     assert code == 1
     result = json.loads(out)
-    (failed,) = result["failed"]
-    assert failed["path"].endswith("checkpoint_2000/layer_14_residual/checkpoint.safetensors")
-    assert result["mistudio"]["rows_deleted"] == 4 and result["mistudio"]["rows_kept"] == 2
-    # both rows of step 2000 stay, though one of its two files is gone
-    assert mi.steps(DONE) == {2000: 2, 3000: 2, 5000: 2}
+    failed = sorted(f["path"] for f in result["failed"])
+    assert [p.split("/checkpoints/")[1] for p in failed] == [
+        f"checkpoint_{n}/layer_14_residual/checkpoint.safetensors" for n in (2000, 4000)
+    ]
+    assert result["mistudio"]["rows_deleted"] == 2 and result["mistudio"]["rows_kept"] == 4
+    # both rows of steps 2000 and 4000 stay, though one of their two files is gone
+    assert mi.steps(DONE) == {2000: 2, 3000: 2, 4000: 2, 5000: 2}
     ck = root / DONE / "checkpoints" / "checkpoint_2000"
     assert not (ck / "layer_7_residual").exists() and (ck / "layer_14_residual").is_dir()
     doc = ok("ls", str(root), db=db, mi=mi)
-    assert training(doc, DONE)["stale_rows"] == 1  # the layer_7 row now names nothing
+    assert training(doc, DONE)["stale_rows"] == 2  # the layer_7 rows now name nothing
+
+
+def test_rows_go_batch_by_batch_and_a_step_without_rows_does_not_stop_them(
+    tmp_path: Path, mi: MiDB, db: str
+) -> None:
+    """A prune of 45 steps of 2 files runs in two batches (64 files, then the rest): the
+    rows of both go and are counted together, a step folder miStudio never recorded (the
+    first deleted) does not stop the rows of the steps after it, and nothing is left
+    pending for a next run."""
+    root = trainings_root(tmp_path)
+    losses = {1000 * n: 1.0 / n for n in range(1, 46)}
+    make_training(root, DONE, [*losses, 500], layer_dirs())
+    mi.add_training(DONE, "completed", losses)
+    done = ok("prune", str(root), "--keep", "1", "--force", "--yes", db=db, mi=mi)
+    assert len(done["deleted"]) == 2 * 45 and done["mistudio"]["rows_deleted"] == 2 * 44
+    assert mi.steps(DONE) == {45000: 2}
+    pending = sqlite3.connect(db).execute("SELECT key FROM meta WHERE key LIKE 'mistudio%'")
+    assert pending.fetchall() == []
+    code, _, err = cli("ls", str(root), db=db, mi=mi)
+    assert code == 0 and "miStudio rows" not in err
 
 
 def test_stale_rows_are_listed_and_go_only_with_stale_records(
@@ -853,7 +875,8 @@ def test_a_database_failure_after_the_unlinks_stops_the_run_and_is_repaired(
     assert code == 1
     result = json.loads(out)
     assert "connection lost" in result["stopped"] and "the next deleting run" in result["stopped"]
-    assert result["mistudio"]["error"] and result["mistudio"]["rows_deleted"] == 0
+    assert result["mistudio"]["error"] == "miStudio database x is unreachable: connection lost"
+    assert result["mistudio"]["rows_deleted"] == 0
     assert on_disk(root, DONE) == [3000, 5000] and mi.steps(DONE)[1000] == 2
     code, _, err = cli("ls", str(root), db=db, mi=mi)
     assert code == 0 and "left 6 miStudio rows" in err
