@@ -441,6 +441,9 @@ def test_force_lifts_the_active_and_best_protections(tmp_path: Path, mi: MiDB, d
     )
     assert code == 1 and "best in miStudio; --force to include" in err
     assert on_disk(root, DONE) == sorted(LOSSES)
+    live_best = str(root / LIVE / "checkpoints" / "checkpoint_200")
+    code, _, err = cli("rm", str(root), live_best, "--yes", db=db, mi=mi)
+    assert code == 1 and "active training: running; best in miStudio; --force to include" in err
     done = ok("prune", str(root), "--keep", "1", "--force", "--yes", db=db, mi=mi)
     assert on_disk(root, DONE) == [5000] and mi.steps(DONE) == {5000: 2}
     assert on_disk(root, LIVE) == [300] and mi.steps(LIVE) == {300: 2}
@@ -569,6 +572,46 @@ def test_rm_stale_records_of_the_targets_training_only(tmp_path: Path, mi: MiDB,
     assert done["mistudio"]["rows_deleted"] == 2 and done["mistudio"]["stale_deleted"] == 2
     assert mi.steps(DONE) == {3000: 2, 4000: 2, 5000: 2}
     assert mi.steps(LIVE) == {100: 2, 200: 2, 300: 2}, "another training's stale rows stay"
+
+
+def test_a_plan_for_one_training_counts_and_deletes_only_its_own_stale_rows(
+    tmp_path: Path, mi: MiDB, db: str
+) -> None:
+    root = studio(tmp_path, mi, "completed")
+    shutil.rmtree(root / DONE / "checkpoints" / "checkpoint_1000")  # 2 stale rows of DONE
+    shutil.rmtree(root / LIVE / "checkpoints" / "checkpoint_100")  # 2 stale rows of LIVE
+    mine = {(DONE, 1000)}
+    dry = ok("prune", str(root), "--training", DONE, "--keep", "1", "--dry-run", db=db, mi=mi)
+    assert dry["mistudio"]["stale_rows"] == [] and dry["mistudio"]["stale_kept"] == 2
+    dry = ok(
+        "prune", str(root), "--training", DONE, "--keep", "1", "--dry-run", "--stale-records",
+        db=db, mi=mi,
+    )  # fmt: skip
+    listed = [(r["training_id"], r["step"]) for r in dry["mistudio"]["stale_rows"]]
+    assert sorted(listed) == sorted(mine) * 2 and dry["mistudio"]["stale_kept"] == 0
+    # rm without --stale-records: the target's training's stale rows are counted, never listed
+    target = str(root / DONE / "checkpoints" / "checkpoint_2000")
+    dry = ok("rm", str(root), target, "--dry-run", db=db, mi=mi)
+    assert dry["mistudio"]["stale_rows"] == [] and dry["mistudio"]["stale_kept"] == 2
+    done = ok("rm", str(root), target, "--yes", db=db, mi=mi)
+    assert done["mistudio"]["rows_deleted"] == 2 and done["mistudio"]["stale_deleted"] == 0
+    assert mi.steps(DONE) == {1000: 2, 3000: 2, 4000: 2, 5000: 2}, "its stale rows stay"
+    assert mi.steps(LIVE) == {100: 2, 200: 2, 300: 2}
+
+
+def test_rows_of_a_planned_step_removed_by_hand_go_with_it_and_other_stale_rows_still_count(
+    tmp_path: Path, mi: MiDB, db: str
+) -> None:
+    root = studio(tmp_path, mi)
+    mi.add_training(GONE, "completed", {10: 0.5, 20: 0.4})  # its folder was removed by hand
+    ok("scan", str(root), db=db)
+    shutil.rmtree(root / DONE / "checkpoints" / "checkpoint_1000")  # since the scan
+    dry = ok("prune", str(root), "--keep", "1", "--dry-run", db=db, mi=mi)
+    assert dry["mistudio"]["rows"] == 3 * 2, "1000, 2000 and 4000 go with their rows"
+    assert dry["mistudio"]["stale_kept"] == 4, "the GONE training's rows, not step 1000's"
+    dry = ok("prune", str(root), "--keep", "1", "--dry-run", "--stale-records", db=db, mi=mi)
+    listed = sorted((r["training_id"], r["step"]) for r in dry["mistudio"]["stale_rows"])
+    assert listed == [(GONE, 10), (GONE, 10), (GONE, 20), (GONE, 20)]
 
 
 def test_orphan_step_folders_are_shown_and_deletable(tmp_path: Path, mi: MiDB, db: str) -> None:

@@ -849,3 +849,35 @@ async def test_a_training_with_no_valid_step_yet_is_protected_until_forced(
         )
     ]
     assert _planned(await svc.plan_steps(rid, [sid], force=True)) == {str(cut)}
+
+
+async def test_the_folders_emptied_with_a_training_stop_below_the_root(
+    tmp_path: Path, svc_unprotected: CheckpointService
+) -> None:
+    """A training all of whose steps go takes its steps' folder and, when that is
+    ``checkpoints/``, the training folder: never a folder above it, never the root."""
+    svc = svc_unprotected
+    cases = {
+        # the root is the training folder: its checkpoints/ goes, the root stays
+        "own": ("", True, (("checkpoints",),)),
+        # a training two folders down: the group folder above it stays
+        "nested": ("g/a", True, (("g", "a", "checkpoints"), ("g", "a"))),
+        # steps straight in the training folder: that folder goes, not its parent
+        "bare": ("g/b", False, (("g", "b"),)),
+    }
+    for name, (rel, checkpoints_dir, expected) in cases.items():
+        root = tmp_path / name
+        base = root / rel if rel else root
+        make_training(
+            base.parent, base.name, [100, 200], ["layer_1"], checkpoints_dir=checkpoints_dir
+        )
+        rid = await _scanned(svc, root)
+        plan = await svc.plan_targets(rid, [str(base)], force=True)
+        assert len(plan.steps) == 2, name
+        assert plan.training_dirs == expected, name
+
+
+async def test_a_root_id_not_in_the_index_is_refused_by_number(svc: CheckpointService) -> None:
+    with pytest.raises(TargetError) as err:
+        await svc.plan_targets(4242, ["/nowhere"], force=True)
+    assert str(err.value) == "root #4242 is not in the index"
