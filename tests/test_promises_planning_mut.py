@@ -881,3 +881,25 @@ async def test_a_root_id_not_in_the_index_is_refused_by_number(svc: CheckpointSe
     with pytest.raises(TargetError) as err:
         await svc.plan_targets(4242, ["/nowhere"], force=True)
     assert str(err.value) == "root #4242 is not in the index"
+
+
+async def test_three_links_of_one_file_are_counted_once_on_the_last_step(
+    tmp_path: Path, svc_unprotected: CheckpointService, db_path: str
+) -> None:
+    """Three links of one file, each in a planned step: its bytes count once, on the step
+    of the link deleted last, never on the middle one."""
+    root = tmp_path / "root"
+    ck = make_training(root, "a", [100, 200, 300, 400], layers=["layer_0"])
+    first = ck / "checkpoint_100" / "layer_0" / "checkpoint.safetensors"
+    for step in (200, 300):
+        other = ck / f"checkpoint_{step}" / "layer_0" / "checkpoint.safetensors"
+        other.unlink()
+        os.link(first, other)
+    size = os.stat(first).st_size
+    rid = await _scanned(svc_unprotected, root)
+    steps = _step_ids(db_path, root)
+    wanted = [steps[str(ck / f"checkpoint_{n}")] for n in (100, 200, 300)]
+    plan = await svc_unprotected.plan_steps(rid, wanted)
+    assert [s.size_bytes for s in plan.steps] == [0, 0, size]
+    result = await svc_unprotected.execute(plan)
+    assert result.freed_bytes == size and not first.exists()
