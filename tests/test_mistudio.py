@@ -580,15 +580,12 @@ def test_a_plan_for_one_training_counts_and_deletes_only_its_own_stale_rows(
     root = studio(tmp_path, mi, "completed")
     shutil.rmtree(root / DONE / "checkpoints" / "checkpoint_1000")  # 2 stale rows of DONE
     shutil.rmtree(root / LIVE / "checkpoints" / "checkpoint_100")  # 2 stale rows of LIVE
-    mine = {(DONE, 1000)}
-    dry = ok("prune", str(root), "--training", DONE, "--keep", "1", "--dry-run", db=db, mi=mi)
+    one = ("prune", str(root), "--training", DONE, "--keep", "1", "--dry-run")
+    dry = ok(*one, db=db, mi=mi)
     assert dry["mistudio"]["stale_rows"] == [] and dry["mistudio"]["stale_kept"] == 2
-    dry = ok(
-        "prune", str(root), "--training", DONE, "--keep", "1", "--dry-run", "--stale-records",
-        db=db, mi=mi,
-    )  # fmt: skip
+    dry = ok(*one, "--stale-records", db=db, mi=mi)
     listed = [(r["training_id"], r["step"]) for r in dry["mistudio"]["stale_rows"]]
-    assert sorted(listed) == sorted(mine) * 2 and dry["mistudio"]["stale_kept"] == 0
+    assert listed == [(DONE, 1000)] * 2 and dry["mistudio"]["stale_kept"] == 0
     # rm without --stale-records: the target's training's stale rows are counted, never listed
     target = str(root / DONE / "checkpoints" / "checkpoint_2000")
     dry = ok("rm", str(root), target, "--dry-run", db=db, mi=mi)
