@@ -903,3 +903,31 @@ async def test_three_links_of_one_file_are_counted_once_on_the_last_step(
     assert [s.size_bytes for s in plan.steps] == [0, 0, size]
     result = await svc_unprotected.execute(plan)
     assert result.freed_bytes == size and not first.exists()
+
+
+async def test_a_future_mtime_is_recent_at_0_s_and_never_hides_an_empty_step_after_it(
+    tmp_path: Path, svc: CheckpointService, db_path: str
+) -> None:
+    """Files stamped an hour ahead (a skewed clock on a shared filesystem) may still be being
+    written: kept as modified 0 s ago, never a negative or rounded-up age. Their step is then
+    planned with no file, and a bare mkdir selected after it is still planned to go."""
+    root = tmp_path / "root"
+    ck = make_training(root, "run", [100, 300], layers=["layer_0", "layer_1"])
+    (ck / "checkpoint_200").mkdir()
+    ahead = time.time() + 3600
+    skewed = sorted((ck / "checkpoint_100").glob("*/checkpoint.safetensors"))
+    for p in skewed:
+        os.utime(p, (ahead, ahead))
+    rid = await _scanned(svc, root)
+    steps = _step_ids(db_path, root)
+    s100, s200 = steps[str(ck / "checkpoint_100")], 1_000_000
+    # Ids follow the directory order of the scan: give the empty step the larger one, so it
+    # comes after the step with kept files in the plan's order.
+    _sql(db_path, "UPDATE steps SET id = ? WHERE id = ?", (s200, steps[str(ck / "checkpoint_200")]))
+    plan = await svc.plan_steps(rid, [s100, s200])
+    reason = "modified 0 s ago (may still be written); --force to include"
+    assert sorted((p.path, p.reason) for p in plan.protected) == [(str(p), reason) for p in skewed]
+    assert [(s.path, s.files) for s in plan.steps] == [(str(ck / "checkpoint_200"), ())]
+    await svc.execute(plan)
+    assert sorted(p.name for p in ck.iterdir()) == ["checkpoint_100", "checkpoint_300"]
+    assert all(p.exists() for p in skewed)
