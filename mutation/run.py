@@ -253,12 +253,12 @@ def run_module(module: str, args: argparse.Namespace) -> dict[str, Any]:
     rerun: list[str] = []
     if args.collect:
         dest, commit, failing, seconds = collected(module, Path(args.workdir))
-        rerun = sorted(standing(module)["survivors"]) if args.survivors else []
+        rerun = rerun_names(module, args) if args.survivors else []
         return results_of(module, dest, commit, failing, seconds, 0, rerun, args)
     dest, commit, failing = prepare_copy(module, Path(args.workdir), args.worktree)
     cmd = ["mutmut", "run", "--max-children", str(args.max_children)]
     if args.survivors:
-        rerun = sorted(standing(module)["survivors"])
+        rerun = rerun_names(module, args)
         if not rerun:
             raise SystemExit(f"{module}: no survivors to re-run")
         cmd += rerun
@@ -309,6 +309,7 @@ def results_of(
         "counts": dict(collections.Counter(statuses.values())),
         "survivors": survivors,
         "mutmut_exit": exit_code,
+        **({"rerun": rerun} if rerun else {}),
     }
 
 
@@ -321,25 +322,39 @@ def standing(module: str) -> dict[str, Any]:
     return {**r, **r["after"]} if r.get("after") else r
 
 
+def rerun_names(module: str, args: argparse.Namespace) -> list[str]:
+    """The standing survivors to re-run: all, or with --unexplained those that
+    mutation/explained.toml does not explain (an explained one is known equivalent)."""
+    names = sorted(standing(module)["survivors"])
+    if not args.unexplained:
+        return names
+    explained = tomllib.loads(EXPLAINED.read_text()) if EXPLAINED.exists() else {}
+    return [n for n in names if explanation(n, explained) is None]
+
+
 def record_rerun(module: str, result: dict[str, Any]) -> None:
-    """Store a re-run of the standing survivors as the full result's ``after``: the killed
-    ones move to killed, the rest stay survivors (with the commit the tests came from)."""
+    """Store a re-run of standing survivors (``result["rerun"]``) as the full result's
+    ``after``: the killed ones move to killed, the rest stay survivors (with the commit the
+    tests came from); survivors not re-run stay as they were."""
     path = RESULTS / f"{module}.json"
     full = json.loads(path.read_text())
     before = standing(module)
     counts = collections.Counter(before["counts"])
-    rerun = before["survivors"]
+    rerun = result["rerun"]
     counts["survived"] -= len(rerun)
     counts.update(result["counts"])
     killed = len(rerun) - len(result["survivors"])
+    kept = {n: d for n, d in before["survivors"].items() if n not in rerun}
+    survivors = dict(sorted({**kept, **result["survivors"]}.items()))
+    earlier = f"{before['after']['note']} Then " if before.get("after") else ""
     full["after"] = {
         "commit": f"{full['commit'][:12]} mutants, tests of {str(result['commit'])[:12]}",
         "date": result["date"],
         "counts": {k: v for k, v in counts.items() if v},
-        "survivors": result["survivors"],
-        "note": f"the {len(rerun)} survivors re-run with the tests of "
-        f"{str(result['commit'])[:12]} ({result['seconds']} s): {killed} killed, "
-        f"{len(result['survivors'])} left (explained in mutation/explained.toml).",
+        "survivors": survivors,
+        "note": f"{earlier}{len(rerun)} of the {len(before['survivors'])} survivors re-run "
+        f"with the tests of {str(result['commit'])[:12]} ({result['seconds']} s): "
+        f"{killed} killed, {len(result['survivors'])} left.",
     }
     path.write_text(json.dumps(full, indent=1) + "\n")
 
@@ -450,6 +465,11 @@ def main() -> int:
         action="store_true",
         help="re-run only the survivors of each module's full result (new tests, "
         "same code) and record the outcome as that result's 'after'",
+    )
+    ap.add_argument(
+        "--unexplained",
+        action="store_true",
+        help="with --survivors: re-run only the survivors mutation/explained.toml does not explain",
     )
     ap.add_argument(
         "--collect",
