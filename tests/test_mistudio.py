@@ -556,6 +556,11 @@ def test_stale_rows_of_an_active_training_need_force_a_stale_best_row_does_not(
     reasons = [p["reason"] for p in dry["protected"] if "stale miStudio row" in p["reason"]]
     assert len(reasons) == 2
     assert all("active training: paused; --force to include" in r for r in reasons)
+    kept = {p["path"] for p in dry["protected"] if "stale miStudio row" in p["reason"]}
+    assert kept == {
+        str(root / LIVE / "checkpoints" / "checkpoint_100" / d / "checkpoint.safetensors")
+        for d in layer_dirs()
+    }, "each kept row names the file it stood for"
     ok("prune", str(root), "--keep", "1", "--yes", "--stale-records", db=db, mi=mi)
     assert mi.steps(DONE) == {5000: 2} and mi.best(DONE) == set()
     assert mi.steps(LIVE) == {100: 2, 200: 2, 300: 2}

@@ -372,6 +372,24 @@ async def test_rm_of_a_root_holding_one_trainings_steps_plans_them_and_their_fil
     assert _planned(plan) == {str(one)}
 
 
+async def test_rm_of_a_root_with_its_own_steps_and_a_training_beside_them_empties_both(
+    tmp_path: Path, svc_unprotected: CheckpointService
+) -> None:
+    """The root's own steps never take the root, and never stop the folders of the training
+    beside them from going: ``rm ROOT ROOT/zeta`` deletes every step, then ``zeta/`` is
+    gone and the root is left, empty."""
+    root = tmp_path / "root"
+    for step in (100, 200):
+        write_checkpoint(root / f"checkpoint_{step}" / "sae.safetensors", step)
+    make_training(root, "zeta", [10, 20], ["layer_1"])
+    rid = await _scanned(svc_unprotected, root)
+    plan = await svc_unprotected.plan_targets(rid, [str(root), str(root / "zeta")], force=True)
+    assert len(plan.steps) == 4
+    result = await svc_unprotected.execute(plan)
+    assert len(result.deleted) == 4 and result.ok
+    assert root.is_dir() and list(root.iterdir()) == [], "zeta/ and its checkpoints/ went"
+
+
 # ---------------------------------------------------------------- each file's verdict
 
 
