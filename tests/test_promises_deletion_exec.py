@@ -11,7 +11,9 @@ real service; the oracles are the disk, the index and the history, never the pla
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
 import logging
 import os
 import threading
@@ -23,9 +25,11 @@ from pathlib import Path
 import pytest
 
 from ckpt_tui import deletion, history
+from ckpt_tui.protection import Protection
 from ckpt_tui.service import CheckpointService
-from ckpt_tui.types import DeleteProgress, ExecuteResult, Outcome, Plan
+from ckpt_tui.types import DeleteProgress, ExecuteResult, MiStudioOutcome, Outcome, Plan
 from tests.conftest import make_training
+from tests.test_mistudio import MiDB, db, layer_dirs, mi, on_disk, studio, trainings_root
 from tests.test_promises_deletion_mut import (
     LAYERS,
     _files,
@@ -37,7 +41,7 @@ from tests.test_promises_deletion_mut import (
 )
 from tests.test_promises_planning_mut import _scanned, _sql
 
-__all__ = ["hold_open"]  # the fixture, shared with the planning promises
+__all__ = ["db", "hold_open", "mi"]  # fixtures shared with the planning and miStudio tests
 
 DEL = "ckpt_tui.deletion"
 
@@ -435,3 +439,158 @@ async def test_a_run_that_fails_midway_is_recorded_as_failed(
     (run,) = await svc_unprotected.history(str(root))
     assert run.outcome == "failed"
     assert run.finished_at is not None and t0 <= run.finished_at <= time.time()
+
+
+# with miStudio (PostgreSQL: CKPT_TUI_TEST_PG_URL) --------------------------------------------
+
+BIG = "train_0b16b16b"  # a completed miStudio training of 34 steps, best (and newest) 34
+BIG_LOSSES = {n: 1.0 / n for n in range(1, 35)}
+Z_PLAIN = "z_plain"  # a training miStudio never recorded, planned after BIG
+
+
+def _big_studio(tmp_path: Path, mi: MiDB) -> Path:
+    """``prune --keep 1`` plans BIG's steps 1-33, 66 files: a batch of 64, then one of 2."""
+    root = trainings_root(tmp_path)
+    make_training(root, BIG, BIG_LOSSES, layer_dirs())
+    mi.add_training(BIG, "completed", BIG_LOSSES)
+    return root
+
+
+async def _open_mi(db: str, url: str) -> CheckpointService:
+    return await CheckpointService.open(db, protection=Protection(recent_seconds=0), mistudio=url)
+
+
+def _display(url: str) -> str:
+    return url.split("://", 1)[1]
+
+
+def _intents(db: str) -> dict[str, dict[str, object]]:
+    rows = _sql(db, "SELECT key, value FROM meta WHERE key LIKE 'mistudio-pending:%'")
+    return {str(k): json.loads(str(v)) for k, v in rows}
+
+
+async def test_an_empty_plan_with_mistudio_open_records_nothing_and_reports_mistudio_untouched(
+    tmp_path: Path, mi: MiDB, db: str
+) -> None:
+    """Nothing planned, nothing interrupted; the only intent in the index is another
+    miStudio database's: an empty result whose miStudio part names the database with
+    nothing done, no run recorded, that intent kept."""
+    root = await asyncio.to_thread(studio, tmp_path, mi)
+    doc = json.dumps({"database": "postgres@elsewhere:5432/mi", "at": 1.0, "run": 1, "steps": []})
+    async with await _open_mi(db, mi.url) as svc:
+        rid = (await svc.indexed_root(str(root))).id
+        _sql(db, "INSERT INTO meta (key, value) VALUES ('mistudio-pending:1:0', ?)", (doc,))
+        result = await svc.execute(await svc.plan_steps(rid, []))
+    assert result == ExecuteResult(
+        (), (), (), 0, seconds=0.0, mistudio=MiStudioOutcome(_display(mi.url))
+    )
+    assert _sql(db, "SELECT count(*) FROM deletion_runs") == [(0,)]
+    assert list(_intents(db)) == ["mistudio-pending:1:0"]
+
+
+async def test_each_batch_commits_its_intent_with_the_run_the_batch_and_the_paths(
+    tmp_path: Path, mi: MiDB, db: str
+) -> None:
+    """Two batches of BIG's steps: while each is being deleted the index holds its intent,
+    keyed by the run and the batch, naming the database, the run, and per step its folder,
+    its files' absolute paths and its rows (id, storage path); dropped once the rows went.
+    Every file of both batches is reported deleted."""
+    root = await asyncio.to_thread(_big_studio, tmp_path, mi)
+    rows = await mi.aexecute(
+        "SELECT id, storage_path, step FROM checkpoints WHERE training_id = $1", BIG
+    )
+    by_step: dict[int, list[list[str]]] = {}
+    for r in rows:
+        by_step.setdefault(r["step"], []).append([r["id"], r["storage_path"]])
+    seen: dict[str, dict[str, object]] = {}
+
+    def progress(_p: DeleteProgress) -> None:
+        seen.update(_intents(db))
+
+    async with await _open_mi(db, mi.url) as svc:
+        plan = await svc.plan_retention((await svc.indexed_root(str(root))).id, 1)
+        assert [s.step for s in plan.steps] == list(range(1, 34))
+        result = await svc.execute(plan, progress)
+    assert result.ok and len(result.deleted) == 66 and result.run_id is not None
+    assert [r.path for r in result.results] == [p for _f, _s, p in _planned(plan)]
+    run = result.run_id
+    assert sorted(seen) == [f"mistudio-pending:{run}:0", f"mistudio-pending:{run}:1"]
+    for n, steps in ((0, range(1, 33)), (1, [33])):
+        doc = seen[f"mistudio-pending:{run}:{n}"]
+        assert (doc["database"], doc["run"]) == (_display(mi.url), run)
+        assert isinstance(doc["at"], float)
+        step_docs = doc["steps"]
+        assert isinstance(step_docs, list)
+        expect = {s.path: s for s in plan.steps if s.step in steps}
+        assert [d["s"] for d in step_docs] == list(expect)
+        for d in step_docs:
+            s = expect[d["s"]]
+            assert d["f"] == [os.path.join(str(root), *f.relparts) for f in s.files]
+            assert sorted(d["r"]) == sorted(by_step[s.step])
+    assert _intents(db) == {}
+    assert await asyncio.to_thread(mi.steps, BIG) == {34: 2}
+
+
+async def test_a_batch_all_of_whose_steps_became_active_is_skipped_and_the_next_still_runs(
+    tmp_path: Path, mi: MiDB, db: str
+) -> None:
+    """BIG goes running after the plan: its 64 files of the first batch and 2 of the second
+    are each reported kept with the reason, and the training miStudio never recorded, in
+    the second batch, is still deleted."""
+    root = await asyncio.to_thread(_big_studio, tmp_path, mi)
+    make_training(root, Z_PLAIN, [1, 2], layer_dirs())
+    async with await _open_mi(db, mi.url) as svc:
+        plan = await svc.plan_retention((await svc.indexed_root(str(root))).id, 1)
+        assert [(Path(s.path).parts[-3], s.step) for s in plan.steps][-2:] == [
+            (BIG, 33),
+            (Z_PLAIN, 1),
+        ]
+        await mi.aexecute("UPDATE trainings SET status = 'running' WHERE id = $1", BIG)
+        result = await svc.execute(plan)
+    why = "active training: running (since the plan was made); not deleted"
+    planned = _planned(plan)
+    assert [(r.file_id, r.step_id, r.path, r.outcome, r.error) for r in result.results] == [
+        (fid, sid, path, Outcome.SKIPPED, why) for fid, sid, path in planned[:66]
+    ] + [(fid, sid, path, Outcome.DELETED, None) for fid, sid, path in planned[66:]]
+    assert result.stopped is None and not result.cancelled
+    assert on_disk(root, BIG) == list(range(1, 35)) and on_disk(root, Z_PLAIN) == [2]
+    assert await asyncio.to_thread(mi.steps, BIG) == {n: 2 for n in BIG_LOSSES}
+
+
+async def test_mistudio_failing_between_batches_stops_the_run_before_the_next_batch(
+    tmp_path: Path, mi: MiDB, db: str
+) -> None:
+    """While the first batch is being deleted, miStudio's trainings table is renamed (a
+    migration): the first batch goes with its rows; the check before the second fails, so
+    its files are each kept with the reason, the run says why and that nothing after was
+    touched, and the miStudio outcome carries the error."""
+    root = await asyncio.to_thread(_big_studio, tmp_path, mi)
+    renamed: list[bool] = []
+
+    def rename(_p: DeleteProgress) -> None:
+        if not renamed:  # blocking the loop: the unlinks go on in their thread meanwhile
+            t = threading.Thread(
+                target=mi.script, args=("ALTER TABLE trainings RENAME TO trainings_old",)
+            )
+            t.start()
+            t.join()
+            renamed.append(True)
+
+    async with await _open_mi(db, mi.url) as svc:
+        plan = await svc.plan_retention((await svc.indexed_root(str(root))).id, 1)
+        result = await svc.execute(plan, rename)
+    assert result.mistudio is not None and result.mistudio.error is not None
+    error = result.mistudio.error
+    assert error.startswith(
+        f"miStudio database {_display(mi.url)} does not have miStudio's schema: "
+    )
+    assert "trainings" in error
+    why = f"{error}; nothing after it was touched, run again"
+    assert result.stopped == why and not result.cancelled
+    planned = _planned(plan)
+    assert [(r.file_id, r.step_id, r.path, r.outcome, r.error) for r in result.results] == [
+        (fid, sid, path, Outcome.DELETED, None) for fid, sid, path in planned[:64]
+    ] + [(fid, sid, path, Outcome.SKIPPED, why) for fid, sid, path in planned[64:]]
+    assert result.mistudio.rows_deleted == 64
+    assert on_disk(root, BIG) == [33, 34]
+    assert await asyncio.to_thread(mi.steps, BIG) == {33: 2, 34: 2}
