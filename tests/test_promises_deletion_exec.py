@@ -67,7 +67,7 @@ def _planned(plan: Plan) -> list[tuple[int, int, str]]:
 
 class _Lockstep(threading.Event):
     """A cancel flag never set, whose check by the deleting thread (made before each file and
-    after each step) first waits, at most 2 s, until the caller has been shown the progress
+    after each step) first waits, at most 10 s, until the caller has been shown the progress
     of every planned file already gone from disk: what a person watching a long batch sees
     (the bar moving while the unlinks go on), made deterministic. Checks on the loop's own
     thread pass straight through."""
@@ -94,7 +94,7 @@ class _Lockstep(threading.Event):
             gone = sum(not os.path.exists(p) for p in self.paths)
             with self.cond:
                 if not self.late and not self.cond.wait_for(
-                    lambda: self._files_shown() >= gone, timeout=2
+                    lambda: self._files_shown() >= gone, timeout=10
                 ):
                     self.late = True  # waited once in vain: never again
                 self.checks.append((gone, self._files_shown()))
