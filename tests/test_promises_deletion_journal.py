@@ -13,7 +13,10 @@ disk, the index and miStudio's rows, never the plan that was carried out.
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
+import logging
 import os
 import shutil
 import time
@@ -27,9 +30,14 @@ from ckpt_tui.errors import IndexBusy, IndexError_, RootError
 from ckpt_tui.service import CheckpointService
 from ckpt_tui.types import DeleteProgress, Outcome, Plan
 from tests.conftest import make_training, write_checkpoint
-from tests.test_mistudio import db, mi
+from tests.test_mistudio import DONE, MiDB, db, layer_dirs, mi, on_disk, studio
 from tests.test_promises_deletion_locked import Locker, quick_busy
 from tests.test_promises_deletion_mistudio import (
+    _display,
+    _intents,
+    _interrupted,
+    _repair,
+    _step,
     writer,
 )
 from tests.test_promises_deletion_mut import LAYERS, _files, _rows, _step_id, _step_rows
@@ -351,3 +359,82 @@ async def test_an_index_that_refuses_the_runs_history_row_refuses_the_run(
     )
     assert len(_files(ck)) == 9
     assert {v for v in _rows(db_path).values()} == {("active", None)}
+
+
+# the miStudio intent committed with the claim ---------------------------------------------
+
+
+async def test_an_interrupted_runs_intent_names_its_database_time_run_files_and_rows(
+    tmp_path: Path, mi: MiDB, db: str, writer: tuple[str, str]
+) -> None:
+    """prune --keep 1 of the studio, interrupted after its unlinks (the role's DELETE right
+    revoked meanwhile): the index keeps one intent for the batch, under the run's key,
+    naming the miStudio database, when it was committed, the run, and per step its folder,
+    its files' absolute paths and its miStudio rows (id, storage path). Read-only commands
+    show it: that database, 6 rows of 3 steps, since that time; the run's own outcome names
+    the database too."""
+    root = await asyncio.to_thread(studio, tmp_path, mi)
+    role, url = writer
+    before = time.time()
+    result = await _interrupted(db, root, mi, role, url)
+    after = time.time()
+    assert result.mistudio is not None and result.mistudio.database == _display(url)
+    ((key, intent),) = _intents(db).items()
+    assert key == f"mistudio-pending:{result.run_id}:0"
+    at = intent["at"]
+    assert isinstance(at, float) and before <= at <= after
+    rows = await mi.aexecute(
+        "SELECT id, storage_path, step FROM checkpoints WHERE training_id = $1", DONE
+    )
+    steps = intent["steps"]
+    assert isinstance(steps, list)
+    assert intent == {"database": _display(url), "at": at, "run": result.run_id, "steps": steps}
+    assert [(s["s"], sorted(s["f"]), sorted(s["r"])) for s in steps if isinstance(s, dict)] == [
+        (
+            str(_step(root, DONE, n)),
+            sorted(str(_step(root, DONE, n) / d / "checkpoint.safetensors") for d in layer_dirs()),
+            sorted([r["id"], r["storage_path"]] for r in rows if r["step"] == n),
+        )
+        for n in (1000, 2000, 4000)
+    ]
+    async with await CheckpointService.open(db) as svc:
+        pending = await svc.mistudio_pending()
+    assert pending is not None
+    assert (pending.database, pending.rows, pending.steps, pending.since) == (
+        _display(url),
+        6,
+        3,
+        at,
+    )
+
+
+async def test_a_damaged_intent_is_named_in_a_warning_and_the_intents_after_it_still_repaired(
+    tmp_path: Path,
+    mi: MiDB,
+    db: str,
+    writer: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two intents that are no JSON object (text cut short, a list) come before the real
+    one in the index: each is named in a warning and left alone, and the real one is still
+    repaired (its 6 rows deleted, it dropped). An intent of another miStudio database is
+    left for a run against that one."""
+    root = await asyncio.to_thread(studio, tmp_path, mi)
+    role, url = writer
+    await _interrupted(db, root, mi, role, url)
+    ((key, intent),) = _intents(db).items()
+    _sql(db, "DELETE FROM meta WHERE key = ?", (key,))
+    bad = {"mistudio-pending:0:0": '{"database": ', "mistudio-pending:0:1": "[1, 2]"}
+    elsewhere = {"database": "ckpt@elsewhere:5432/mistudio", "at": 1.0, "run": 1, "steps": []}
+    others = [("mistudio-pending:0:2", json.dumps(elsewhere)), (key, json.dumps(intent))]
+    for k, v in [*bad.items(), *others]:  # the real one last
+        _sql(db, "INSERT INTO meta (key, value) VALUES (?, ?)", (k, v))
+    with caplog.at_level(logging.WARNING, logger=DEL):
+        result = await _repair(db, root, url)
+    assert result.mistudio is not None and result.mistudio.repaired == 6
+    assert await asyncio.to_thread(mi.steps, DONE) == {3000: 2, 5000: 2}
+    assert on_disk(root, DONE) == [3000, 5000]
+    left = _sql(db, "SELECT key FROM meta WHERE key LIKE 'mistudio-pending:%' ORDER BY key")
+    assert [k for (k,) in left] == [*bad, "mistudio-pending:0:2"]
+    warned = [r.getMessage() for r in caplog.records if r.name == DEL]
+    assert warned == [f"ignoring a malformed miStudio intent {k} in the index" for k in bad] * 2
