@@ -481,23 +481,23 @@ class CheckpointService:
     async def mistudio_pending(self) -> MiStudioPending | None:
         """miStudio rows an interrupted deletion left behind (their files are gone or were
         about to go); the next deleting run with that miStudio database deletes them.
-        Reads the index only: no miStudio connection, works without --mistudio."""
+        Reads the index only: no miStudio connection, works without --mistudio. A damaged
+        intent (no JSON object naming its database) is no pending deletion: no run can
+        carry it out, so it is not reported as one (a deleting run logs it)."""
         async with self.db.sessions() as session:
             q = select(Meta.value).where(Meta.key.like(MISTUDIO_PENDING + "%"))
             values = list((await session.execute(q)).scalars())
-        if not values:
-            return None
         rows = steps = 0
         since: float | None = None
-        database = ""
+        database: str | None = None
         for value in values:
             try:
                 doc = json.loads(value)
             except ValueError:
                 continue
-            if not isinstance(doc, dict):
+            if not isinstance(doc, dict) or not isinstance(doc.get("database"), str):
                 continue
-            database = str(doc.get("database", database))
+            database = doc["database"]
             at = doc.get("at")
             if isinstance(at, int | float) and (since is None or at < since):
                 since = float(at)
@@ -505,6 +505,8 @@ class CheckpointService:
                 if isinstance(step, dict) and isinstance(step.get("r"), list):
                     steps += 1
                     rows += len(step["r"])
+        if database is None:
+            return None
         return MiStudioPending(database, rows, steps, since)
 
     async def check_mistudio(self, *, write: bool) -> None:

@@ -438,3 +438,38 @@ async def test_a_damaged_intent_is_named_in_a_warning_and_the_intents_after_it_s
     assert [k for (k,) in left] == [*bad, "mistudio-pending:0:2"]
     warned = [r.getMessage() for r in caplog.records if r.name == DEL]
     assert warned == [f"ignoring a malformed miStudio intent {k} in the index" for k in bad] * 2
+
+
+def test_damaged_intents_alone_are_no_pending_deletion_to_report(
+    tree: tuple[Path, Path], db_path: str
+) -> None:
+    """An index holding only miStudio intents no run can carry out (text cut short, a list,
+    an object naming no database): ``ls`` reports no interrupted deletion (it once printed
+    "0 miStudio rows of 0 deleted steps in " with no database, on every command, forever)."""
+    from click.testing import CliRunner
+
+    from ckpt_tui.cli import main
+
+    root, _ck = tree
+
+    def ls() -> tuple[int, str]:
+        res = CliRunner().invoke(main, ["ls", str(root), "--db", db_path], catch_exceptions=False)
+        return res.exit_code, res.stderr
+
+    assert ls() == (0, "")
+    for i, value in enumerate(['{"database": ', "[1, 2]", '{"at": 1.0, "steps": []}']):
+        _sql(
+            db_path,
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            (f"mistudio-pending:0:{i}", value),
+        )
+    assert ls() == (0, "")
+    good = {"database": "ckpt@db:5432/mistudio", "at": 1.0, "run": 1, "steps": [{"r": [[1, "p"]]}]}
+    _sql(
+        db_path,
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        ("mistudio-pending:0:9", json.dumps(good)),
+    )
+    code, err = ls()
+    assert code == 0
+    assert "left 1 miStudio rows of 1 deleted steps in ckpt@db:5432/mistudio" in err
