@@ -321,7 +321,7 @@ async def test_damaged_intents_are_dropped_and_only_their_well_formed_steps_are_
             "steps": [
                 "not a step",
                 s1000,
-                {"s": s2000["s"], "r": s2000["r"]},  # no files
+                {"s": s4000["s"], "r": s4000["r"]},  # no files: its rows stay
                 {"s": s4000["s"], "f": s4000["f"], "r": [[*r, "x"] for r in s4000["r"]]},
             ],
         },
