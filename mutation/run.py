@@ -10,8 +10,9 @@ Each module is mutated in its own throwaway copy of the repository (``git clone`
 or a copy of the working tree with ``--worktree``) under ``--workdir``; nothing is written
 into this repository except ``mutation/results/<module>.json`` and ``mutation/report.md``.
 The tests run against each module are its own selection (``MODULE_TESTS``; mutmut further
-runs, for each mutant, only the tests that reached the mutated function), so a full run
-fits in about an hour on two cores.
+runs, for each mutant, only the tests that reached the mutated function); even so a full
+run of all six takes about 6 h on two cores, planning and deletion most of it
+(``mutation/README.md``, "Cost").
 
 A sampled run takes the mutants numbered ``offset, offset+K, offset+2K, ...`` in every
 function (mutmut numbers a function's mutants 1, 2, ...), which spreads the sample over
