@@ -38,19 +38,13 @@ from tests.test_promises_deletion_mut import (
     _step_id,
     _step_rows,
     hold_open,
+    tree,
 )
 from tests.test_promises_planning_mut import _scanned, _sql
 
-__all__ = ["db", "hold_open", "mi"]  # fixtures shared with the planning and miStudio tests
+__all__ = ["db", "hold_open", "mi", "tree"]  # fixtures shared with the planning and miStudio tests
 
 DEL = "ckpt_tui.deletion"
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> tuple[Path, Path]:
-    root = tmp_path / "root"
-    make_training(root, "t", [100, 200, 300], layers=LAYERS)
-    return root, root / "t" / "checkpoints"
 
 
 def _planned(plan: Plan) -> list[tuple[int, int, str]]:

@@ -40,20 +40,19 @@ from tests.test_promises_deletion_mistudio import (
     _step,
     writer,
 )
-from tests.test_promises_deletion_mut import LAYERS, _files, _rows, _step_id, _step_rows
+from tests.test_promises_deletion_mut import LAYERS, _files, _rows, _step_id, _step_rows, tree
 from tests.test_promises_planning_mut import _scanned, _sql
 
-__all__ = ["db", "mi", "quick_busy", "writer"]  # fixtures, shared with the modules they are from
+__all__ = [
+    "db",
+    "mi",
+    "quick_busy",
+    "tree",
+    "writer",
+]  # fixtures, shared with the modules they are from
 
 DEL = "ckpt_tui.deletion"
 SKIPPED_CLAIMED = "no longer in the index, or claimed by another deleter"
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> tuple[Path, Path]:
-    root = tmp_path / "root"
-    make_training(root, "t", [100, 200, 300], layers=LAYERS)
-    return root, root / "t" / "checkpoints"
 
 
 async def _plan(svc: CheckpointService, db: str, rid: int, *steps: int) -> Plan:
